@@ -1,0 +1,79 @@
+"""midi-event-transformer: hierarchical MIDI generation (event + token transformers) as a Hugging Face model.
+
+Importing the package registers the config, model and tokenizer with transformers' Auto classes,
+so ``AutoModel.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)`` work without
+``trust_remote_code``. Heavier submodules are imported lazily on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidMidiError
+from .vocabulary import BOS_ID, EOS_ID, PAD_ID, TOKENS_PER_EVENT, VOCAB_SIZE
+
+__version__ = "0.1.0"
+
+#: Directory of the small model shipped inside the package (load it with ``from_pretrained``).
+DEFAULT_MODEL: str = str(Path(__file__).resolve().parent / "default_model")
+
+# public name -> submodule that defines it
+_LAZY_EXPORTS: dict[str, str] = {
+    "MidiEventTransformerTokenizer": "tokenization_midi_event_transformer",
+    "MidiEventTransformerConfig": "configuration_midi_event_transformer",
+    "MidiEventTransformerPreTrainedModel": "modeling_midi_event_transformer",
+    "MidiEventTransformerForCausalLM": "modeling_midi_event_transformer",
+    "MidiEventTransformerCache": "cache_midi_event_transformer",
+    "convert_skytnt_checkpoint": "convert_skytnt",
+    "DataCollatorForMidiEvents": "data",
+    "generate_midi": "pipeline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY_EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+
+
+def _register_auto_classes() -> None:
+    """Make AutoConfig / AutoModel / AutoModelForCausalLM / AutoTokenizer resolve to our classes."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    from .configuration_midi_event_transformer import MidiEventTransformerConfig
+    from .modeling_midi_event_transformer import MidiEventTransformerForCausalLM
+    from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+
+    model_type = MidiEventTransformerConfig.model_type
+    AutoConfig.register(model_type, MidiEventTransformerConfig, exist_ok=True)
+    AutoModel.register(MidiEventTransformerConfig, MidiEventTransformerForCausalLM, exist_ok=True)
+    AutoModelForCausalLM.register(MidiEventTransformerConfig, MidiEventTransformerForCausalLM, exist_ok=True)
+    AutoTokenizer.register(MidiEventTransformerConfig, slow_tokenizer_class=MidiEventTransformerTokenizer,
+                           exist_ok=True)
+
+
+try:  # TODO(integration): drop the guard once all three modules have landed.
+    _register_auto_classes()
+except ModuleNotFoundError as err:  # pragma: no cover - only while the package is being assembled
+    if not (err.name or "").startswith(__name__):
+        raise
+
+__all__ = [
+    "BOS_ID",
+    "DEFAULT_MODEL",
+    "EOS_ID",
+    "PAD_ID",
+    "TOKENS_PER_EVENT",
+    "VOCAB_SIZE",
+    "InvalidMidiError",
+    *_LAZY_EXPORTS,
+]

@@ -205,3 +205,5 @@ class MidiEventTransformerConfig(PreTrainedConfig):
 
 
 __all__ = ["MidiEventTransformerConfig", "MidiEventTransformerLevelConfig"]
+
+MidiEventTransformerConfig.register_for_auto_class()

@@ -36,6 +36,8 @@ POP909, Bach and fixture corpora); they are written out here step by step:
 
 from __future__ import annotations
 
+import numpy as np
+
 from .midi_reading import ScoreEvent
 from .vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, PARAMETER_SIZES
 
@@ -382,19 +384,49 @@ def _collapse_setup(events: list[list]) -> list[list]:
     return events
 
 
-def events_to_rows(events: list[list]) -> list[list[int]]:
-    """Events with absolute time1 -> rows of ids (time1 as delta); rows out of range are dropped."""
-    rows = []
+def _slot_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per event type id: the id offset and the value count of each of the 7 slots after the type.
+
+    Unused slots have offset 0 and size 1, so their value 0 becomes PAD (0) and is in range.
+    """
+    offsets = np.zeros((max(EVENT_TYPE_IDS.values()) + 1, 7), dtype=np.int64)
+    sizes = np.ones_like(offsets)
+    for name, type_id in EVENT_TYPE_IDS.items():
+        for slot, parameter in enumerate(EVENT_PARAMETERS[name]):
+            offsets[type_id, slot] = PARAMETER_OFFSETS[parameter]
+            sizes[type_id, slot] = PARAMETER_SIZES[parameter]
+    return offsets, sizes
+
+
+_SLOT_OFFSETS, _SLOT_SIZES = _slot_tables()
+
+
+def events_to_rows(events: list[list]) -> np.ndarray:
+    """Events with absolute time1 -> rows of ids (n, 8) with time1 as a delta; rows out of range are dropped.
+
+    A dropped row does not move the time origin: the next row's time1 counts from the last kept row.
+    """
+    if not events:
+        return np.zeros((0, 8), dtype=np.int64)
+    types = np.fromiter((EVENT_TYPE_IDS[e[0]] for e in events), dtype=np.int64, count=len(events))
+    values = np.array([e[1:] + [0] * (8 - len(e)) for e in events], dtype=np.int64)  # (n, 7)
+    sizes = _SLOT_SIZES[types]
+    in_range = ((values[:, 1:] >= 0) & (values[:, 1:] < sizes[:, 1:])).all(axis=1)
+    # time1 becomes a delta from the previous kept row, which must fit in [0, 128)
+    keep = np.zeros(len(events), dtype=bool)
+    deltas = np.zeros(len(events), dtype=np.int64)
     last_time1 = 0
-    for event in events:
-        name = event[0]
-        values = [event[1] - last_time1, *event[2:]]
-        parameters = EVENT_PARAMETERS[name]
-        if not all(0 <= values[i] < PARAMETER_SIZES[p] for i, p in enumerate(parameters)):
-            continue
-        row = [EVENT_TYPE_IDS[name]] + [PARAMETER_OFFSETS[p] + values[i] for i, p in enumerate(parameters)]
-        rows.append(row + [0] * (8 - len(row)))
-        last_time1 = event[1]
+    time1_size = PARAMETER_SIZES["time1"]
+    for i, (time1, ok) in enumerate(zip(values[:, 0].tolist(), in_range.tolist(), strict=True)):
+        delta = time1 - last_time1
+        if ok and 0 <= delta < time1_size:
+            keep[i] = True
+            deltas[i] = delta
+            last_time1 = time1
+    values[:, 0] = deltas
+    rows = np.empty((int(keep.sum()), 8), dtype=np.int64)
+    rows[:, 0] = types[keep]
+    rows[:, 1:] = values[keep] + _SLOT_OFFSETS[types[keep]]
     return rows
 
 

@@ -206,29 +206,39 @@ def _note_timing(events: list[list]) -> dict[int, tuple[int, int]]:
     return timing
 
 
-def _event_messages(event: list, timing: dict[int, tuple[int, int]]):
-    """``(tick, rank, message)`` items for one decoded event (a note gives its note-on and note-off)."""
+_META_KINDS = frozenset({"set_tempo", "time_signature", "key_signature"})
+
+
+def _make_message(kind: str, fields: dict, time: int):
+    """A mido message (created once, with its delta time: mido validates on every construction)."""
     import mido
 
+    if kind in _META_KINDS:
+        return mido.MetaMessage(kind, time=time, **fields)
+    return mido.Message(kind, time=time, **fields)
+
+
+def _event_messages(event: list, timing: dict[int, tuple[int, int]]) -> list[tuple[int, int, str, dict]]:
+    """``(tick, rank, kind, fields)`` of the messages of one decoded event (a note gives its on and off)."""
     name, tick = event[0], event[1]
     rank = 1 + EVENT_ORDER[name]
     if name == "note":
         channel, pitch, velocity = event[3:6]
         on, off = timing[event[2]]
-        return [(on, rank, mido.Message("note_on", channel=channel, note=pitch, velocity=max(1, velocity))),
-                (off, 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0))]
+        return [(on, rank, "note_on", {"channel": channel, "note": pitch, "velocity": max(1, velocity)}),
+                (off, 0, "note_off", {"channel": channel, "note": pitch, "velocity": 0})]
     if name == "patch_change":
-        return [(tick, rank, mido.Message("program_change", channel=event[3], program=event[4]))]
+        return [(tick, rank, "program_change", {"channel": event[3], "program": event[4]})]
     if name == "control_change":
-        return [(tick, rank, mido.Message("control_change", channel=event[3], control=event[4], value=event[5]))]
+        return [(tick, rank, "control_change", {"channel": event[3], "control": event[4], "value": event[5]})]
     if name == "set_tempo":
-        return [(tick, rank, mido.MetaMessage("set_tempo", tempo=tempo_for_bpm(event[3])))]
+        return [(tick, rank, "set_tempo", {"tempo": tempo_for_bpm(event[3])})]
     if name == "time_signature":
-        return [(tick, rank, mido.MetaMessage(
-            "time_signature", numerator=event[3] + 1, denominator=2 ** (event[4] + 1),
-            clocks_per_click=24, notated_32nd_notes_per_beat=8))]
+        return [(tick, rank, "time_signature", {
+            "numerator": event[3] + 1, "denominator": 2 ** (event[4] + 1),
+            "clocks_per_click": 24, "notated_32nd_notes_per_beat": 8})]
     sf, mi = event[3] - 7, event[4]
-    return [(tick, rank, mido.MetaMessage("key_signature", key=KEY_NAMES[(sf, mi)]))]
+    return [(tick, rank, "key_signature", {"key": KEY_NAMES[(sf, mi)]})]
 
 
 class _RepeatGuard:
@@ -246,40 +256,36 @@ class _RepeatGuard:
         self.last: dict[tuple, int | None] = {}
         self.seen_keys: set[tuple] = set()
 
-    def primer(self, tick: int, message):
-        """The primer message to write before ``message`` (or None), updating the mirrored state."""
-        import mido
-
-        kind = message.type
+    def primer(self, tick: int, kind: str, fields: dict) -> dict | None:
+        """Fields of the primer to write before this message (same kind), or None; updates the mirrored state."""
         if kind == "control_change":
-            state, value, eps, candidates = ("cc", message.channel, message.control), message.value, self.cc_eps, (127, 0, 64)
-            make = lambda v: mido.Message("control_change", channel=message.channel, control=message.control, value=v)  # noqa: E731
-            last = self.last.get(state, 0)
-            repeated = abs(last - value) < eps
+            state, value_field, eps, candidates = ("cc", fields["channel"], fields["control"]), "value", self.cc_eps, (127, 0, 64)
+            value = fields["value"]
         elif kind == "program_change":
-            state, value, candidates = ("patch", message.channel), message.program, (0, 1, 2)
-            make = lambda v: mido.Message("program_change", channel=message.channel, program=v)  # noqa: E731
-            last = self.last.get(state)
-            repeated = last == value
-            eps = 1
+            state, value_field, eps, candidates = ("patch", fields["channel"]), "program", 1, (0, 1, 2)
+            value = fields["program"]
         elif kind == "set_tempo":
             from .midi_events import tempo_to_bpm
 
-            state, value, eps, candidates = ("bpm",), tempo_to_bpm(message.tempo), self.tempo_eps, (383, 3, 191)
-            make = lambda v: mido.MetaMessage("set_tempo", tempo=tempo_for_bpm(v))  # noqa: E731
-            last = self.last.get(state, 0)
-            repeated = abs(last - value) < eps
+            state, value_field, eps, candidates = ("bpm",), "tempo", self.tempo_eps, (383, 3, 191)
+            value = tempo_to_bpm(fields["tempo"])
         else:
             return None
+        if kind == "program_change":
+            last = self.last.get(state)
+            repeated = last == value
+        else:
+            last = self.last.get(state, 0)
+            repeated = abs(last - value) < eps
         key = (*state, tick)
         collides = key in self.seen_keys
         self.seen_keys.add(key)
         primer = None
         if repeated and not collides:
             for candidate in candidates:
-                far_from_last = (candidate != last) if kind == "program_change" else abs(candidate - (last or 0)) >= eps
+                far_from_last = candidate != last if kind == "program_change" else abs(candidate - last) >= eps
                 if far_from_last and abs(candidate - value) >= eps:
-                    primer = make(candidate)
+                    primer = {**fields, value_field: tempo_for_bpm(candidate) if kind == "set_tempo" else candidate}
                     break
         if primer is not None or not repeated:
             self.last[state] = value
@@ -294,20 +300,20 @@ def tracks_to_midi(tracks: dict[int, list[list]], cc_eps: int = 4, tempo_eps: in
     for track_index in range(max(tracks) + 1 if tracks else 0):
         events = tracks.get(track_index, [])
         timing = _note_timing(events)
-        timed = []  # (tick, rank, row_index, message)
+        timed = []  # (tick, rank, row_index, kind, fields)
         for event in events:
-            for tick, rank, message in _event_messages(event, timing):
-                timed.append((tick, rank, event[2], message))
+            for tick, rank, kind, fields in _event_messages(event, timing):
+                timed.append((tick, rank, event[2], kind, fields))
         timed.sort(key=lambda item: item[:3])
         guard = _RepeatGuard(cc_eps, tempo_eps)
         track = mido.MidiTrack()
         last_tick = 0
-        for tick, _, _, message in timed:
-            primer = guard.primer(tick, message)
+        for tick, _, _, kind, fields in timed:
+            primer = guard.primer(tick, kind, fields)
             if primer is not None:
-                track.append(primer.copy(time=tick - last_tick))
+                track.append(_make_message(kind, primer, tick - last_tick))
                 last_tick = tick
-            track.append(message.copy(time=tick - last_tick))
+            track.append(_make_message(kind, fields, tick - last_tick))
             last_tick = tick
         track.append(mido.MetaMessage("end_of_track", time=0))
         midi.tracks.append(track)

@@ -154,8 +154,10 @@ class MidiEventTransformerTokenizer(PreTrainedTokenizer):
             remove_empty_channels=self.optimise_midi, cc_eps=self.cc_eps, tempo_eps=self.tempo_eps)
         rows = events_to_rows(events)
         if add_bos_eos:
-            rows = [[BOS_ID] + [PAD_ID] * 7, *rows, [EOS_ID] + [PAD_ID] * 7]
-        return np.array(rows, dtype=np.int64).reshape(-1, TOKENS_PER_EVENT)
+            framed = np.zeros((len(rows) + 2, TOKENS_PER_EVENT), dtype=np.int64)
+            framed[0, 0], framed[1:-1], framed[-1, 0] = BOS_ID, rows, EOS_ID
+            rows = framed
+        return rows
 
     def decode_midi(self, ids: Any):
         """Turn ids back into a ``mido.MidiFile`` (type 1, 480 ticks per beat). Never raises on ids.
@@ -185,6 +187,8 @@ class MidiEventTransformerTokenizer(PreTrainedTokenizer):
         ``truncation_side="left"``), ``pad_to_multiple_of`` (in ids, a multiple of 8), ``return_tensors``
         (``"pt"``, ``"np"``). Padding is on the left, by whole events.
         """
+        if midi is None:  # e.g. tokenizer(text=...)
+            return super().__call__(*args, **kwargs)
         batched = isinstance(midi, (list, tuple))
         items = list(midi) if batched else [midi]
         if not items or not all(_is_midi_source(item) for item in items):

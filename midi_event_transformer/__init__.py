@@ -61,11 +61,7 @@ def _register_auto_classes() -> None:
                            exist_ok=True)
 
 
-try:  # TODO(integration): drop the guard once all three modules have landed.
-    _register_auto_classes()
-except ModuleNotFoundError as err:  # pragma: no cover - only while the package is being assembled
-    if not (err.name or "").startswith(__name__):
-        raise
+_register_auto_classes()
 
 __all__ = [
     "BOS_ID",

@@ -114,7 +114,10 @@ class MidiEventTransformerCache(Cache):
 
     @property
     def batch_size(self) -> int:
-        return -1 if self.valid_event_count is None else self.valid_event_count.shape[0]
+        for state in (self.valid_event_count, self.partial_event):
+            if state is not None:
+                return state.shape[0]
+        return -1
 
     def check_compatible(self, config: MidiEventTransformerConfig) -> None:
         """Raise ``ValueError`` if this cache was built for a model with other shapes."""

@@ -53,6 +53,9 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
                 allowed[1 + t * slots + s, ids.start:ids.stop] = True
         allowed[self.pad_only_state, PAD_ID] = True
         self.allowed = allowed  # (states, V)
+        ids = torch.arange(vocab_size)
+        self.state_lo = torch.where(allowed, ids, vocab_size).min(dim=1).values  # (states,) first allowed id
+        self.state_hi = torch.where(allowed, ids, -1).max(dim=1).values + 1  # (states,) last allowed id + 1
         type_index = torch.full((vocab_size,), -1, dtype=torch.long)
         for t, name in enumerate(event_types):
             type_index[EVENT_TYPE_IDS[name]] = t
@@ -65,6 +68,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             self.allowed = self.allowed.to(device)
             self.type_index = self.type_index.to(device)
             self.num_parameters = self.num_parameters.to(device)
+            self.state_lo, self.state_hi = self.state_lo.to(device), self.state_hi.to(device)
 
     def states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B,) grammar state of the next position (row index into ``self.allowed``)."""
@@ -72,13 +76,22 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         length = input_ids.shape[1]
         slot = length % TOKENS_PER_EVENT
         finished = (input_ids[:, :length - slot:TOKENS_PER_EVENT] == EOS_ID).any(dim=1)  # (B,) EOS seen
+        event_start = input_ids[:, length - slot] if slot else None
+        return self.state_at(slot, event_start, finished)
+
+    def state_at(self, slot: int, event_start: torch.Tensor | None, finished: torch.Tensor) -> torch.Tensor:
+        """(B,) state for ``slot`` of an event whose first id is ``event_start`` (B,); ``finished`` (B,) rows: pad."""
         if slot == 0:
             state = torch.zeros_like(finished, dtype=torch.long)
         else:
-            event_type = self.type_index[input_ids[:, length - slot]]  # (B,)
+            event_type = self.type_index[event_start]  # (B,)
             state = torch.where(event_type >= 0, 1 + event_type * (TOKENS_PER_EVENT - 1) + (slot - 1),
                                 self.pad_only_state)
         return state.masked_fill(finished, self.pad_only_state)
+
+    def id_span(self, states: torch.Tensor) -> tuple[int, int]:
+        """Smallest ``[lo, hi)`` id range covering every id allowed in ``states`` (B,)."""
+        return int(self.state_lo[states].min()), int(self.state_hi[states].max())
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.shape[-1] != self.vocab_size:

@@ -75,13 +75,20 @@ class MidiEventTransformerRotaryEmbedding(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)  # (P, head_dim)
         self._table = (emb.cos(), emb.sin())
 
-    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of shape ``(*position_ids.shape, head_dim)`` in ``dtype``."""
-        needed = int(position_ids.max()) + 1 if position_ids.numel() else 1
+    def _ensure(self, needed: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._table is None or self._table[0].shape[0] < needed or self._table[0].device != self.inv_freq.device:
             self._build_table(max(needed, 2 * (0 if self._table is None else self._table[0].shape[0]), 64))
-        cos, sin = self._table
+        return self._table
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape ``(*position_ids.shape, head_dim)`` in ``dtype``."""
+        cos, sin = self._ensure(int(position_ids.max()) + 1 if position_ids.numel() else 1)
         return cos[position_ids].to(dtype), sin[position_ids].to(dtype)
+
+    def span(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (length, head_dim) of positions ``start .. start + length - 1`` (same values as ``forward``)."""
+        cos, sin = self._ensure(start + length)
+        return cos[start:start + length].to(dtype), sin[start:start + length].to(dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -158,14 +165,18 @@ class MidiEventTransformerAttention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.append(k, v)  # (B, kv, S, d)
+        out = self.attend(q, k, v, attention_mask, is_causal)  # (B, h, T, d)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))  # (B, T, H)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
+               is_causal: bool) -> torch.Tensor:
+        """softmax(q k^T * scale + mask) v with the configured implementation: (B, h, T, d)."""
         dropout = self.attention_dropout if self.training else 0.0
         if self.root_config._attn_implementation == "eager":
-            out = self._eager(q, k, v, attention_mask, is_causal, dropout)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, is_causal=is_causal,
-                                                 dropout_p=dropout, scale=self.scaling,
-                                                 enable_gqa=self.num_heads != self.num_key_value_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))  # (B, T, H)
+            return self._eager(q, k, v, attention_mask, is_causal, dropout)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, is_causal=is_causal,
+                                              dropout_p=dropout, scale=self.scaling,
+                                              enable_gqa=self.num_heads != self.num_key_value_heads)
 
     def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                is_causal: bool, dropout: float) -> torch.Tensor:
@@ -254,6 +265,10 @@ class MidiEventTransformerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = False
     _tied_weights_keys: dict[str, str] = {}
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        return True  # attention reads config._attn_implementation ("sdpa" or "eager") at every call
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -487,6 +502,20 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if use_cache else None)
 
     # ----------------------------------------------------------------- generation
+    def use_cpu_decoding_layout(self) -> None:
+        """Store the weights of widening Linear layers (gate/up projections, ``lm_head``) column-major.
+
+        On CPU, a one-row matrix product reads an ``(in, out)``-contiguous weight about twice as fast as the
+        default ``(out, in)`` layout when ``out > in``. Values, shapes, names and saved files are unchanged
+        (only the strides differ; results can differ from before in the last float bits). Idempotent;
+        ``generate`` calls it on CPU in eval mode.
+        """
+        for module in self.modules():
+            if type(module) is nn.Linear and module.out_features > module.in_features:
+                weight = module.weight
+                if weight.stride() != (1, weight.shape[0]):
+                    weight.data = weight.data.t().contiguous().t()
+
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, generation_config: Any = None,
                  logits_processor: LogitsProcessorList | None = None, custom_generate: Any = None,
@@ -511,6 +540,8 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
                     inputs = value
                 else:
                     kwargs[key] = value
+        if not self.training and self.device.type == "cpu":
+            self.use_cpu_decoding_layout()
         processors = LogitsProcessorList(logits_processor or [])
         if midi_grammar and not any(isinstance(p, MidiGrammarLogitsProcessor) for p in processors):
             processors.insert(0, MidiGrammarLogitsProcessor(self.config.vocab_size))

@@ -1,0 +1,237 @@
+"""generate(): event-level loop vs per-token loop, every decoding mode, grammar validity, stopping, streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LogitsProcessor, StoppingCriteria
+from transformers.generation.streamers import BaseStreamer
+
+from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
+from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
+from midi_event_transformer.vocabulary import (
+    BOS_ID,
+    EOS_ID,
+    EVENT_PARAMETERS,
+    ID_TO_EVENT_TYPE,
+    PAD_ID,
+    parameter_range,
+)
+
+K = 8
+
+
+@pytest.fixture(scope="module")
+def model() -> MidiEventTransformerForCausalLM:
+    torch.manual_seed(0)
+    config = MidiEventTransformerConfig(
+        event_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
+                      "intermediate_size": 40},
+        token_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 36})
+    model = MidiEventTransformerForCausalLM(config).eval()
+    with torch.no_grad():  # make EOS unlikely so that sequences are long, and scores less flat
+        model.lm_head.weight.mul_(20)
+        model.lm_head.weight[EOS_ID] = 0
+    return model
+
+
+def bos_prompt(batch: int = 1) -> torch.Tensor:
+    prompt = torch.full((batch, K), PAD_ID)
+    prompt[:, 0] = BOS_ID
+    return prompt
+
+
+def assert_grammatical(generated: torch.Tensor) -> int:
+    """Every generated row is an event, EOS, or padding after EOS. Returns the number of events checked."""
+    assert generated.shape[1] % K == 0
+    count = 0
+    for row_events in generated.view(generated.shape[0], -1, K).tolist():
+        ended = False
+        for event in row_events:
+            if ended:
+                assert event == [PAD_ID] * K
+                continue
+            if event[0] == EOS_ID:
+                assert event[1:] == [PAD_ID] * (K - 1)
+                ended = True
+                continue
+            parameters = EVENT_PARAMETERS[ID_TO_EVENT_TYPE[event[0]]]
+            for slot, value in enumerate(event[1:]):
+                if slot < len(parameters):
+                    assert value in parameter_range(parameters[slot]), (event, slot)
+                else:
+                    assert value == PAD_ID, event
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("prompt_events", [1, 3])
+def test_greedy_event_loop_equals_per_token_loop(model, prompt_events):
+    torch.manual_seed(1)
+    prompt = bos_prompt()
+    if prompt_events > 1:
+        prompt = model.generate(prompt, max_new_tokens=(prompt_events - 1) * K, do_sample=True)
+    for extra in (0, 3):  # also a prompt ending inside an event
+        start = prompt if not extra else model.generate(prompt, max_new_tokens=extra, do_sample=False)
+        fast = model.generate(start, max_new_tokens=12 * K, do_sample=False)
+        slow = model.generate(start, max_new_tokens=12 * K, do_sample=False, event_loop=False)
+        assert torch.equal(fast, slow)
+        assert fast.shape[1] == start.shape[1] + 12 * K
+        assert torch.equal(fast[:, :start.shape[1]], start)
+
+
+def test_left_padded_batch_equals_each_prompt_alone(model):
+    torch.manual_seed(2)
+    short = model.generate(bos_prompt(), max_new_tokens=K, do_sample=True)  # 2 events
+    long = model.generate(bos_prompt(), max_new_tokens=3 * K, do_sample=True)  # 4 events
+    batch = torch.cat([torch.cat([torch.full((1, 2 * K), PAD_ID), short], 1), long])
+    mask = torch.ones_like(batch)
+    mask[0, :2 * K] = 0
+    for event_loop in (True, False):
+        together = model.generate(batch, attention_mask=mask, max_new_tokens=6 * K, do_sample=False,
+                                  event_loop=event_loop)
+        alone_short = model.generate(short, max_new_tokens=6 * K, do_sample=False)
+        alone_long = model.generate(long, max_new_tokens=6 * K, do_sample=False)
+        assert torch.equal(together[0, 2 * K:], alone_short[0])
+        assert torch.equal(together[1], alone_long[0])
+
+
+@pytest.mark.parametrize("event_loop", [True, False])
+def test_sampling_modes_are_grammatical(model, event_loop):
+    torch.manual_seed(3)
+    out = model.generate(bos_prompt(4), max_new_tokens=30 * K, do_sample=True, temperature=1.7, top_k=50,
+                         top_p=0.95, event_loop=event_loop)
+    assert out.shape[0] == 4
+    assert assert_grammatical(out[:, K:]) > 0
+
+
+def test_grammar_validity_over_many_samples(model):
+    torch.manual_seed(4)
+    out = model.generate(bos_prompt(8), max_new_tokens=60 * K, do_sample=True, temperature=2.0)
+    assert assert_grammatical(out[:, K:]) >= 8 * 50
+
+
+def test_sampling_is_reproducible_and_respects_top_k(model):
+    torch.manual_seed(5)
+    a = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=True, top_k=1)
+    greedy = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False)
+    assert torch.equal(a, greedy)  # top_k=1 sampling is greedy
+    torch.manual_seed(6)
+    b = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=True, temperature=1.3)
+    torch.manual_seed(6)
+    c = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=True, temperature=1.3)
+    assert torch.equal(b, c)
+
+
+def test_num_return_sequences(model):
+    torch.manual_seed(7)
+    out = model.generate(bos_prompt(2), max_new_tokens=5 * K, do_sample=True, num_return_sequences=3)
+    assert out.shape == (6, 6 * K)
+    assert assert_grammatical(out[:, K:]) > 0
+    assert len({tuple(row) for row in out.tolist()}) > 1
+
+
+def test_beam_search_uses_the_cache(model):
+    out = model.generate(bos_prompt(2), max_new_tokens=4 * K, num_beams=3, do_sample=False)
+    assert out.shape[0] == 2
+    assert_grammatical(out[:, K:])
+    sequences = model.generate(bos_prompt(1), max_new_tokens=3 * K, num_beams=3, num_return_sequences=2,
+                               do_sample=False)
+    assert sequences.shape[0] == 2
+    assert_grammatical(sequences[:, K:])
+
+
+class ForceEosAfter(LogitsProcessor):
+    """Force EOS at the start of event ``events[row]`` (flat event index)."""
+
+    def __init__(self, events: list[int]) -> None:
+        self.events = events
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] % K == 0:
+            for row, event in enumerate(self.events):
+                if input_ids.shape[1] // K == event:
+                    scores[row] = float("-inf")
+                    scores[row, EOS_ID] = 0
+        return scores
+
+
+@pytest.mark.parametrize("event_loop", [True, False])
+def test_eos_stops_and_pads(model, event_loop):
+    out = model.generate(bos_prompt(2), max_new_tokens=20 * K, do_sample=False, event_loop=event_loop,
+                         logits_processor=[ForceEosAfter([3, 5])])
+    assert out.shape[1] == 5 * K + 1  # stops right after the last EOS
+    assert out[0, 3 * K] == EOS_ID and (out[0, 3 * K + 1:] == PAD_ID).all()
+    assert out[1, 5 * K] == EOS_ID
+    assert_grammatical(torch.cat([out, torch.full((2, K - 1), PAD_ID)], 1)[:, K:])
+
+
+class NoNotes(LogitsProcessor):
+    def __call__(self, input_ids, scores):
+        scores[:, 3] = float("-inf")
+        return scores
+
+
+class NoNotesCompact(NoNotes):
+    def compact_call(self, input_ids, scores, offset):
+        if offset <= 3 < offset + scores.shape[1]:
+            scores[:, 3 - offset] = float("-inf")
+        return scores
+
+
+@pytest.mark.parametrize("processor", [NoNotes(), NoNotesCompact()])
+def test_user_logits_processor(model, processor):
+    torch.manual_seed(8)
+    out = model.generate(bos_prompt(3), max_new_tokens=20 * K, do_sample=True, logits_processor=[processor])
+    types = out[:, K::K]
+    assert not (types == 3).any()
+    assert_grammatical(out[:, K:])
+
+
+class StopAfterEvents(StoppingCriteria):
+    def __init__(self, events: int) -> None:
+        self.events = events
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = input_ids.shape[1] >= self.events * K
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("event_loop", [True, False])
+def test_stopping_criteria(model, event_loop):
+    out = model.generate(bos_prompt(), max_new_tokens=40 * K, do_sample=False, event_loop=event_loop,
+                         stopping_criteria=[StopAfterEvents(4)])
+    assert out.shape[1] == 4 * K
+
+
+class Recorder(BaseStreamer):
+    def __init__(self) -> None:
+        self.chunks, self.ended = [], False
+
+    def put(self, value):
+        self.chunks.append(value.clone())
+
+    def end(self):
+        self.ended = True
+
+
+@pytest.mark.parametrize("event_loop", [True, False])
+def test_streamer_sees_every_token(model, event_loop):
+    streamer = Recorder()
+    out = model.generate(bos_prompt(), max_new_tokens=6 * K, do_sample=False, streamer=streamer,
+                         event_loop=event_loop)
+    assert streamer.ended
+    assert torch.equal(streamer.chunks[0].view(1, -1), bos_prompt())
+    assert torch.equal(torch.cat([c.view(-1) for c in streamer.chunks[1:]]), out[0, K:])
+
+
+def test_three_dimensional_prompt_and_bad_prompt(model):
+    out = model.generate(bos_prompt().view(1, 1, K), max_new_tokens=2 * K, do_sample=False)
+    assert out.shape == (1, 3 * K)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model.generate(torch.full((1, K), 99999), max_new_tokens=K)
+
+
+def test_grammar_can_be_disabled(model):
+    out = model.generate(bos_prompt(), max_new_tokens=K, do_sample=False, midi_grammar=False)
+    assert out.shape == (1, 2 * K)

@@ -186,6 +186,33 @@ def _save_tokenizer(dst: Path, optimise_midi: bool) -> None:
     MidiEventTransformerTokenizer(optimise_midi=optimise_midi).save_pretrained(dst)
 
 
+def convert_skytnt_lora(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) -> Path:
+    """Rewrite a reference LoRA adapter (saved by its training script) for ``peft.PeftModel.from_pretrained``.
+
+    The reference saves adapter weights without peft's ``base_model.model.`` prefix (transformers'
+    ``model.load_adapter(src_dir)`` reads that layout directly); this writes the prefixed layout, same tensors.
+    """
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(src_dir), Path(dst_dir)
+    config_path, weights_path = src / "adapter_config.json", src / "adapter_model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{src} has no {path.name}; is it a LoRA adapter directory?")
+    with open(config_path, encoding="utf-8") as f:
+        adapter_config = json.load(f)
+    if adapter_config.get("peft_type") != "LORA":
+        raise ValueError(f"{src} is a {adapter_config.get('peft_type')!r} adapter, expected 'LORA'")
+    prefix = "base_model.model."
+    state = {name if name.startswith(prefix) else prefix + name: tensor
+             for name, tensor in load_file(str(weights_path)).items()}
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(dst / "adapter_model.safetensors"), metadata={"format": "pt"})
+    with open(dst / "adapter_config.json", "w", encoding="utf-8") as f:
+        json.dump(adapter_config, f, indent=2)
+    return dst
+
+
 def load_reference_checkpoint(cls: type, src_dir: str | os.PathLike, *args: Any, **kwargs: Any):
     """``cls.from_pretrained`` for a reference directory: convert to a temporary folder, then load it."""
     with tempfile.TemporaryDirectory(prefix="midi_event_transformer_") as tmp:
@@ -195,6 +222,7 @@ def load_reference_checkpoint(cls: type, src_dir: str | os.PathLike, *args: Any,
 
 __all__ = [
     "convert_skytnt_checkpoint",
+    "convert_skytnt_lora",
     "default_generation_config",
     "is_reference_checkpoint",
     "load_reference_checkpoint",

@@ -25,7 +25,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, StoppingCriteriaList
+from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
@@ -34,7 +36,6 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from torch import nn
 
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
 from .grammar import MidiGrammarLogitsProcessor
@@ -53,47 +54,74 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
-def _decoder_layer(layer: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   kv: KeyValueBuffer, mask: torch.Tensor | None) -> torch.Tensor:
-    """The operations of ``MidiEventTransformerDecoderLayer.forward`` without module-call overhead."""
-    attn, mlp = layer.self_attn, layer.mlp
-    batch, length, _ = x.shape
-    h = layer.input_layernorm.forward(x)
-    q = attn.q_proj.forward(h).view(batch, length, -1, attn.head_dim).transpose(1, 2)  # (B, h, T, d)
-    k = attn.k_proj.forward(h).view(batch, length, -1, attn.head_dim).transpose(1, 2)
-    v = attn.v_proj.forward(h).view(batch, length, -1, attn.head_dim).transpose(1, 2)
-    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-    k, v = kv.append(k, v)
-    out = attn.attend(q, k, v, mask, False)  # (B, h, T, d)
-    x = x + attn.o_proj.forward(out.transpose(1, 2).reshape(batch, length, -1))
-    h = layer.post_attention_layernorm.forward(x)
-    return x + mlp.down_proj.forward(mlp.act_fn(mlp.gate_proj.forward(h)) * mlp.up_proj.forward(h))
+class _LeanLayer:
+    """A decoder layer's operations (as ``MidiEventTransformerDecoderLayer.forward``) on pre-bound ``forward``s.
+
+    Binding the submodules' ``forward`` methods once skips module-call and attribute-lookup overhead per step;
+    wrapped Linear layers (LoRA, int8) keep working since their own ``forward`` is what gets bound.
+    """
+
+    def __init__(self, layer: nn.Module, use_sdpa: bool) -> None:
+        attn, mlp = layer.self_attn, layer.mlp
+        self.input_norm, self.post_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
+        self.q, self.k, self.v, self.o = (attn.q_proj.forward, attn.k_proj.forward, attn.v_proj.forward,
+                                          attn.o_proj.forward)
+        self.gate, self.up, self.down, self.act = (mlp.gate_proj.forward, mlp.up_proj.forward,
+                                                   mlp.down_proj.forward, mlp.act_fn)
+        self.head_dim, self.scale = attn.head_dim, attn.scaling
+        self.gqa = attn.num_heads != attn.num_key_value_heads
+        self.attend = None if use_sdpa else attn.attend
+
+    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KeyValueBuffer,
+                 mask: torch.Tensor | None) -> torch.Tensor:
+        batch, length, _ = x.shape
+        h = self.input_norm(x)
+        q = self.q(h).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h, T, d)
+        k = self.k(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        v = self.v(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k, v = kv.append(k, v)
+        if self.attend is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.gqa)
+        else:
+            out = self.attend(q, k, v, mask, False)  # (B, h, T, d)
+        x = x + self.o(out.transpose(1, 2).reshape(batch, length, -1))
+        h = self.post_norm(x)
+        return x + self.down(self.act(self.gate(h)) * self.up(h))
 
 
-def _run_stack(stack: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-               kvs: list[KeyValueBuffer], mask: torch.Tensor | None) -> torch.Tensor:
-    for layer, kv in zip(stack.layers, kvs):
-        x = _decoder_layer(layer, x, cos, sin, kv, mask)
-    return stack.norm.forward(x)  # (B, T, H)
+class _LeanModel:
+    """The event step and token step of ``model`` on its cache, with pre-bound layers."""
 
+    def __init__(self, model: Any, cache: MidiEventTransformerCache) -> None:
+        use_sdpa = model.config._attn_implementation != "eager"
+        self.cache = cache
+        self.event_embed, self.token_embed = model.net.embed_tokens.forward, model.net_token.embed_tokens.forward
+        self.event_layers = [_LeanLayer(layer, use_sdpa) for layer in model.net.layers]
+        self.token_layers = [_LeanLayer(layer, use_sdpa) for layer in model.net_token.layers]
+        self.event_norm, self.token_norm = model.net.norm.forward, model.net_token.norm.forward
+        self.event_rotary, self.token_rotary = model.net.rotary_emb, model.net_token.rotary_emb
 
-def _event_step(model: Any, cache: MidiEventTransformerCache, event: torch.Tensor) -> torch.Tensor:
-    """Event transformer on one new event ``event`` (B, K) -> its state (B, 1, H); resets the token level."""
-    net = model.net
-    x = net.embed_tokens.forward(event).sum(dim=-2, keepdim=True)  # (B, 1, H)
-    positions = cache.valid_event_count[:, None]  # (B, 1): rotary position = real events before
-    valid = cache.append_event_flags(torch.ones_like(positions, dtype=torch.bool))  # (B, S)
-    mask = valid[:, None, None, :] if cache.has_padding else None  # (B, 1, 1, S)
-    cos, sin = net.rotary_emb.forward(positions, x.dtype)
-    state = _run_stack(net, x, cos, sin, cache.event_layers, mask)
-    cache.reset_token_level()
-    return state
+    def event_step(self, event: torch.Tensor) -> torch.Tensor:
+        """Event transformer on one new event ``event`` (B, K) -> its state (B, 1, H); resets the token level."""
+        cache = self.cache
+        x = self.event_embed(event).sum(dim=-2, keepdim=True)  # (B, 1, H)
+        positions = cache.valid_event_count[:, None]  # (B, 1): rotary position = real events before
+        valid = cache.append_event_flags(torch.ones_like(positions, dtype=torch.bool))  # (B, S)
+        mask = valid[:, None, None, :] if cache.has_padding else None  # (B, 1, 1, S)
+        cos, sin = self.event_rotary.forward(positions, x.dtype)
+        for layer, kv in zip(self.event_layers, cache.event_layers, strict=True):
+            x = layer(x, cos, sin, kv, mask)
+        cache.reset_token_level()
+        return self.event_norm(x)
 
-
-def _token_step(model: Any, cache: MidiEventTransformerCache, rows: torch.Tensor, row: int) -> torch.Tensor:
-    """Token transformer on one input row (B, 1, H) at row index ``row`` -> hidden (B, H)."""
-    cos, sin = model.net_token.rotary_emb.span(row, 1, rows.dtype)
-    return _run_stack(model.net_token, rows, cos, sin, cache.token_layers, None)[:, -1]
+    def token_step(self, rows: torch.Tensor, row: int) -> torch.Tensor:
+        """Token transformer on one input row (B, 1, H) at row index ``row`` -> hidden (B, H)."""
+        cos, sin = self.token_rotary.span(row, 1, rows.dtype)
+        x = rows
+        for layer, kv in zip(self.token_layers, self.cache.token_layers, strict=True):
+            x = layer(x, cos, sin, kv, None)
+        return self.token_norm(x)[:, -1]
 
 
 # --------------------------------------------------------------------------------------------- scoring
@@ -101,37 +129,51 @@ class _Scorer:
     """Turns a hidden state into processed scores, on the grammar's id range when the processors allow it."""
 
     def __init__(self, model: Any, processors: LogitsProcessorList) -> None:
-        self.model = model
+        self.lm_head = model.lm_head
         self.processors = list(processors)
         self.grammar = next((p for p in processors if isinstance(p, MidiGrammarLogitsProcessor)), None)
         self.compact = self.grammar is not None and all(
             p is self.grammar or isinstance(p, (*_SHAPE_AGNOSTIC_WARPERS, SuppressTokensLogitsProcessor))
             or hasattr(p, "compact_call") for p in self.processors)
+        vocab = model.config.vocab_size
+        suppressed = torch.zeros(vocab, dtype=torch.bool)
+        for p in self.processors:
+            if isinstance(p, SuppressTokensLogitsProcessor):
+                suppressed[p.suppress_tokens.cpu()] = True
+        self.suppressed = suppressed.to(model.lm_head.weight.device if hasattr(model.lm_head, "weight") else "cpu")
+        self.suppressed_before = [0, *torch.cumsum(suppressed.long(), 0).tolist()]  # count of suppressed ids < i
 
-    def __call__(self, input_ids: torch.Tensor, hidden: torch.Tensor, states: torch.Tensor | None,
-                 unfinished: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Scores (B, hi - lo) float32 and ``lo``, the id of column 0 (0 when the whole vocabulary is scored)."""
-        lm_head = self.model.lm_head
-        if not self.compact:
-            scores = lm_head(hidden).to(dtype=torch.float32)  # (B, V)
-            for processor in self.processors:
-                scores = processor(input_ids, scores)
-            return scores, 0
-        lo, hi = self.grammar.id_span(states[unfinished])  # finished rows get pad whatever is scored
-        if type(lm_head) is nn.Linear:
-            bias = None if lm_head.bias is None else lm_head.bias[lo:hi]
-            logits = F.linear(hidden, lm_head.weight[lo:hi], bias)  # (B, hi - lo)
-        else:  # quantized / adapted heads: full product, then the slice
-            logits = lm_head.forward(hidden)[:, lo:hi]
-        allowed = self.grammar.allowed[states, lo:hi]  # (B, hi - lo)
-        allowed[:, 0] |= ~allowed.any(dim=1)  # rows with nothing allowed here (finished): any finite column
-        scores = logits.to(dtype=torch.float32).masked_fill(~allowed, float("-inf"))
+    def full(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Processed scores (B, V) from full logits (B, V)."""
+        scores = logits.to(dtype=torch.float32)
         for processor in self.processors:
-            if processor is self.grammar:
+            scores = processor(input_ids, scores)
+        return scores
+
+    def __call__(self, input_ids: torch.Tensor, hidden: torch.Tensor, states: list[int],
+                 live: list[bool]) -> tuple[torch.Tensor, int]:
+        """Scores (B, hi - lo) float32 and ``lo``, the id of column 0 (0 when the whole vocabulary is scored)."""
+        if not self.compact:
+            return self.full(input_ids, self.lm_head(hidden)), 0
+        grammar = self.grammar
+        live_states = {state for state, alive in zip(states, live, strict=True) if alive}
+        spans = [grammar.span_of_state[state] for state in live_states]
+        lo, hi = min(span[0] for span in spans), max(span[1] for span in spans)
+        if type(self.lm_head) is nn.Linear:
+            bias = None if self.lm_head.bias is None else self.lm_head.bias[lo:hi]
+            scores = F.linear(hidden, self.lm_head.weight[lo:hi], bias).to(dtype=torch.float32)  # (B, hi - lo)
+        else:  # quantized / adapted heads: full product, then the slice
+            scores = self.lm_head.forward(hidden)[:, lo:hi].to(dtype=torch.float32)
+        if len(live_states) > 1 or not grammar.state_is_range[next(iter(live_states))] or not all(live):
+            allowed = grammar.allowed[torch.tensor(states, device=scores.device), lo:hi]  # (B, hi - lo)
+            allowed[:, 0] |= ~allowed.any(dim=1)  # rows with nothing allowed here (finished): any finite column
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        for processor in self.processors:
+            if processor is grammar:
                 continue
             if isinstance(processor, SuppressTokensLogitsProcessor):
-                ids = torch.arange(lo, hi, device=scores.device)
-                scores = scores.masked_fill(torch.isin(ids, processor.suppress_tokens.to(ids.device)), float("-inf"))
+                if self.suppressed_before[hi] > self.suppressed_before[lo]:
+                    scores = scores.masked_fill(self.suppressed[lo:hi], float("-inf"))
             elif isinstance(processor, _SHAPE_AGNOSTIC_WARPERS):
                 scores = processor(input_ids, scores)
             else:
@@ -139,26 +181,41 @@ class _Scorer:
         return scores, lo
 
 
-def _parameter_limit(grammar: MidiGrammarLogitsProcessor | None, event_types: torch.Tensor,
-                     unfinished: torch.Tensor, tokens_per_event: int) -> int:
+def _apply_criteria(criteria: StoppingCriteriaList, input_ids: torch.Tensor, scores: torch.Tensor,
+                    live: list[bool]) -> list[bool]:
+    if not criteria:
+        return live
+    done = criteria(input_ids, scores).tolist()
+    return [alive and not stop for alive, stop in zip(live, done, strict=True)]
+
+
+def _parameter_limit(grammar: MidiGrammarLogitsProcessor | None, event_starts: list[int], live: list[bool],
+                     tokens_per_event: int) -> int:
     """Last slot of the current event that may hold a non-pad token in any unfinished row."""
     if grammar is None:
         return tokens_per_event - 1
-    type_index = grammar.type_index[event_types]  # (B,) -1 for EOS / non-event ids
-    counts = grammar.num_parameters[type_index.clamp(min=0)].masked_fill(type_index < 0, 0)
-    return int(counts.masked_fill(~unfinished, 0).max())
+    counts = [int(grammar.num_parameters[grammar.type_index_of[start]]) if start in grammar.type_index_of else 0
+              for start, alive in zip(event_starts, live, strict=True) if alive]
+    return max(counts, default=0)
 
 
 # --------------------------------------------------------------------------------------------- the loop
 @torch.no_grad()
 def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList,
                     stopping_criteria: StoppingCriteriaList, generation_config: GenerationConfig,
-                    synced_gpus: bool = False, streamer: Any = None, **model_kwargs: Any) -> torch.LongTensor:
+                    synced_gpus: bool = False, streamer: Any = None, event_streamer: Any = None,
+                    **model_kwargs: Any) -> torch.LongTensor:
     """Decode event by event. Signature of ``GenerationMixin._sample`` (pass as ``generate(custom_generate=...)``).
+
+    ``event_streamer``: a streamer transformers did not see (it hands a callable no ``streamer``); it first
+    receives the prompt, as ``generate`` does for its own streamer.
 
     Returns:
         `torch.LongTensor` (batch, total length): the prompts followed by the generated tokens.
     """
+    if event_streamer is not None:
+        streamer = event_streamer
+        streamer.put(input_ids.cpu())
     if not event_loop_applies(generation_config, synced_gpus):
         method = "_sample" if generation_config.get_generation_mode() in _EVENT_LOOP_MODES else "_beam_search"
         return getattr(GenerationMixin, method)(model, input_ids, logits_processor=logits_processor,
@@ -179,57 +236,73 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
     cache = model_kwargs.get("past_key_values")
     if cache is None:
         cache = MidiEventTransformerCache(model.config)
-    out = model(input_ids=input_ids[:, cache.get_seq_length():], attention_mask=model_kwargs.get("attention_mask"),
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
-    hidden = None
-    full_logits = out.logits[:, -1]  # (B, V) for the first new token
+    prefill = model(input_ids=input_ids[:, cache.get_seq_length():], attention_mask=model_kwargs.get("attention_mask"),
+                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
+    lean = _LeanModel(model, cache)
     if grammar is not None:
         grammar._to(sequences.device)
 
+    # max_length is enforced by the loop itself and EOS by comparing ids; other criteria run at every token
+    eos_ids = set()
+    other_criteria = StoppingCriteriaList()
+    for criterion in stopping_criteria:
+        if isinstance(criterion, MaxLengthCriteria) and criterion.max_length >= max_length:
+            continue
+        if isinstance(criterion, EosTokenCriteria):
+            eos_ids.update(int(i) for i in criterion.eos_token_id.flatten().tolist())
+            continue
+        other_criteria.append(criterion)
+
     length = prompt_length
     unfinished = torch.ones(batch, dtype=torch.bool, device=sequences.device)
-    event_start = sequences[:, length - length % k] if length % k else None
-    limit = _parameter_limit(grammar, event_start, unfinished, k) if length % k else k - 1
+    live = [True] * batch
+    event_starts = sequences[:, length - length % k].tolist() if length % k else [None] * batch
+    limit = _parameter_limit(grammar, event_starts, live, k) if length % k else k - 1
+    hidden = None
     while True:
         # score and choose the token at `length`
         current = sequences[:, :length]
         slot = length % k
-        states = None if grammar is None else grammar.state_at(slot, event_start, ~unfinished)
         if hidden is None:  # first token: logits from the prefill, processed on the whole vocabulary
-            scores, lo = full_logits.to(dtype=torch.float32), 0
-            for processor in scorer.processors:
-                scores = processor(current, scores)
+            scores, lo = scorer.full(current, prefill), 0
         else:
-            scores, lo = scorer(current, hidden, states, unfinished)
+            states = [grammar.state_of(slot, start, not alive) for start, alive in zip(event_starts, live, strict=True)
+                      ] if grammar is not None else []
+            scores, lo = scorer(current, hidden, states, live)
         if generation_config.do_sample:
-            tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1) + lo  # (B,)
+            tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # (B,)
         else:
-            tokens = scores.argmax(dim=-1) + lo
-        tokens = tokens.masked_fill(~unfinished, pad_id)
+            tokens = scores.argmax(dim=-1)
+        if lo:
+            tokens = tokens + lo
+        if not all(live):
+            tokens = tokens.masked_fill(~unfinished, pad_id)
         sequences[:, length] = tokens
         length += 1
         if streamer is not None:
             streamer.put(tokens.cpu())
-        unfinished &= ~stopping_criteria(sequences[:, :length], scores)
+        chosen = tokens.tolist()
+        live = [alive and token not in eos_ids for alive, token in zip(live, chosen, strict=True)]
+        live = _apply_criteria(other_criteria, sequences[:, :length], scores, live)
         if slot == 0:  # an event type was just chosen: how many of its slots can be non-pad?
-            event_start = tokens
-            limit = _parameter_limit(grammar, tokens, unfinished, k)
+            event_starts = chosen
+            limit = _parameter_limit(grammar, event_starts, live, k)
         # forced pads (past every row's parameters) are appended without running the model
-        while length % k and length % k > limit and length < max_length and unfinished.any():
+        while length % k and length % k > limit and length < max_length and any(live):
             sequences[:, length] = pad_id
             length += 1
             if streamer is not None:
                 streamer.put(sequences[:, length - 1].cpu())
-            unfinished &= ~stopping_criteria(sequences[:, :length], scores)
-        if length >= max_length or not unfinished.any():
+            if pad_id in eos_ids:
+                live = [False] * batch
+            live = _apply_criteria(other_criteria, sequences[:, :length], scores, live)
+        unfinished = torch.tensor(live, device=sequences.device) if not all(live) else unfinished
+        if length >= max_length or not any(live):
             break
         if length % k == 0:  # event complete: event step, then token row 0 from the new state
-            rows = _event_step(model, cache, sequences[:, length - k:length])  # (B, 1, H)
-            event_start = None
-            hidden = _token_step(model, cache, rows, 0)
+            hidden = lean.token_step(lean.event_step(sequences[:, length - k:length]), 0)
         else:
-            rows = model.net_token.embed_tokens.forward(sequences[:, length - 1:length])  # (B, 1, H)
-            hidden = _token_step(model, cache, rows, length % k)
+            hidden = lean.token_step(lean.token_embed(sequences[:, length - 1:length]), length % k)
 
     if streamer is not None:
         streamer.end()

@@ -62,6 +62,11 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         self.type_index = type_index  # (V,) event-type index of an id, -1 for others
         #: number of parameters of each event type (slots after it that are not pad)
         self.num_parameters = torch.tensor([len(EVENT_PARAMETERS[name]) for name in event_types])
+        # plain-Python copies for decoding loops that track states without tensors
+        self.type_index_of: dict[int, int] = {EVENT_TYPE_IDS[name]: t for t, name in enumerate(event_types)}
+        self.span_of_state: list[tuple[int, int]] = list(zip(self.state_lo.tolist(), self.state_hi.tolist()))
+        self.state_is_range: list[bool] = [int(row.sum()) == hi - lo for row, (lo, hi)
+                                           in zip(allowed, self.span_of_state)]
 
     def _to(self, device: torch.device) -> None:
         if self.allowed.device != device:
@@ -88,6 +93,15 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             state = torch.where(event_type >= 0, 1 + event_type * (TOKENS_PER_EVENT - 1) + (slot - 1),
                                 self.pad_only_state)
         return state.masked_fill(finished, self.pad_only_state)
+
+    def state_of(self, slot: int, event_start: int | None, finished: bool) -> int:
+        """Plain-Python :meth:`state_at` for one row."""
+        if finished:
+            return self.pad_only_state
+        if slot == 0:
+            return 0
+        event_type = self.type_index_of.get(event_start, -1)
+        return 1 + event_type * (TOKENS_PER_EVENT - 1) + (slot - 1) if event_type >= 0 else self.pad_only_state
 
     def id_span(self, states: torch.Tensor) -> tuple[int, int]:
         """Smallest ``[lo, hi)`` id range covering every id allowed in ``states`` (B,)."""

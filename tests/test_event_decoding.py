@@ -107,8 +107,11 @@ def test_sampling_modes_are_grammatical(model, event_loop):
 
 def test_grammar_validity_over_many_samples(model):
     torch.manual_seed(4)
-    out = model.generate(bos_prompt(8), max_new_tokens=60 * K, do_sample=True, temperature=2.0)
-    assert assert_grammatical(out[:, K:]) >= 8 * 50
+    out = model.generate(bos_prompt(8), max_new_tokens=60 * K, do_sample=True, temperature=2.0,
+                         suppress_tokens=[EOS_ID])
+    assert assert_grammatical(out[:, K:]) == 8 * 60
+    with_eos = model.generate(bos_prompt(8), max_new_tokens=30 * K, do_sample=True, temperature=2.0)
+    assert_grammatical(with_eos[:, K:])
 
 
 def test_sampling_is_reproducible_and_respects_top_k(model):
@@ -160,10 +163,10 @@ class ForceEosAfter(LogitsProcessor):
 def test_eos_stops_and_pads(model, event_loop):
     out = model.generate(bos_prompt(2), max_new_tokens=20 * K, do_sample=False, event_loop=event_loop,
                          logits_processor=[ForceEosAfter([3, 5])])
-    assert out.shape[1] == 5 * K + 1  # stops right after the last EOS
+    assert out.shape[1] == 6 * K  # stops after the last EOS, its event completed with pads
     assert out[0, 3 * K] == EOS_ID and (out[0, 3 * K + 1:] == PAD_ID).all()
-    assert out[1, 5 * K] == EOS_ID
-    assert_grammatical(torch.cat([out, torch.full((2, K - 1), PAD_ID)], 1)[:, K:])
+    assert out[1, 5 * K] == EOS_ID and (out[1, 5 * K + 1:] == PAD_ID).all()
+    assert_grammatical(out[:, K:])
 
 
 class NoNotes(LogitsProcessor):

@@ -1,0 +1,149 @@
+"""Piano-roll pictures of MIDI files (matplotlib, Agg backend; an optional extra).
+
+Example::
+
+    >>> from midi_event_transformer.pianoroll import draw_piano_roll
+    >>> draw_piano_roll("song.mid", "song.png", time_unit="seconds")
+    PosixPath('song.png')
+
+Notes are drawn as horizontal bars (pitch on the vertical axis, time on the horizontal one), coloured by
+channel or by track, with opacity following velocity. Notes are read with mido (``note_list.read_notes``),
+so any readable MIDI file works, including files without notes (an empty roll saying so).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import mido
+
+from .note_list import DRUM_CHANNEL, NoteList, read_notes
+
+_PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+TIME_UNITS = ("beats", "seconds")
+COLOR_BY = ("channel", "track")
+
+
+def import_pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, or an ImportError saying how to install matplotlib."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(
+            "drawing piano rolls needs matplotlib: pip install 'midi-event-transformer[plot]' "
+            "(or pip install matplotlib)") from error
+    if matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pitch_name(pitch: int) -> str:
+    """Scientific pitch name of a MIDI pitch: 60 -> ``"C4"``."""
+    return f"{_PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def draw_piano_roll(
+    midi: mido.MidiFile | str | os.PathLike | NoteList,
+    path_png: str | os.PathLike,
+    *,
+    time_unit: str = "beats",
+    color_by: str = "channel",
+    title: str | None = None,
+    max_time: float | None = None,
+    figsize: tuple[float, float] = (12.0, 6.0),
+    dpi: int = 100,
+) -> Path:
+    """Draw the notes of a MIDI file as a piano roll and save it as a PNG.
+
+    Args:
+        midi: a ``mido.MidiFile``, the path of a MIDI file, or notes already read with ``read_notes``.
+        path_png: where to write the picture (parent folders are created).
+        time_unit: ``"beats"`` (quarter notes, from the file's ticks per beat) or ``"seconds"`` (through the
+            tempo map).
+        color_by: ``"channel"`` (drums, channel 10, drawn as short dark-grey marks) or ``"track"``.
+        title: text above the roll; defaults to the file name when ``midi`` is a path.
+        max_time: draw only the first ``max_time`` beats or seconds.
+        figsize, dpi: size of the picture (inches, dots per inch).
+
+    Returns:
+        `Path` of the written PNG.
+
+    Raises:
+        ImportError: matplotlib is not installed (the message says what to install).
+        ValueError: unknown ``time_unit`` / ``color_by``, or a non-positive ``max_time``.
+        InvalidMidiError: ``midi`` is a path mido cannot read.
+    """
+    if time_unit not in TIME_UNITS:
+        raise ValueError(f"time_unit must be one of {TIME_UNITS}, got {time_unit!r}")
+    if color_by not in COLOR_BY:
+        raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
+    if max_time is not None and not max_time > 0:
+        raise ValueError(f"max_time must be positive, got {max_time}")
+    plt = import_pyplot()
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
+    if title is None and isinstance(midi, (str, os.PathLike)):
+        title = Path(midi).name
+    notes = midi if isinstance(midi, NoteList) else read_notes(midi)
+    to_time = notes.beats if time_unit == "beats" else notes.seconds
+
+    groups: dict[int, list[list[tuple[float, float]]]] = {}
+    alphas: dict[int, list[float]] = {}
+    low, high, end = 127, 0, 0.0
+    for note in notes.notes:
+        start, stop = to_time(note.start), to_time(max(note.end, note.start + 1))
+        if max_time is not None and start >= max_time:
+            continue
+        stop = stop if max_time is None else min(stop, max_time)
+        key = note.channel if color_by == "channel" else note.track
+        y0, y1 = note.pitch - 0.4, note.pitch + 0.4
+        groups.setdefault(key, []).append([(start, y0), (stop, y0), (stop, y1), (start, y1)])
+        alphas.setdefault(key, []).append(0.35 + 0.65 * note.velocity / 127)
+        low, high, end = min(low, note.pitch), max(high, note.pitch), max(end, stop)
+
+    figure, axes = plt.subplots(figsize=figsize, dpi=dpi)
+    try:
+        colormap = plt.get_cmap("tab10")
+        handles = []
+        for index, key in enumerate(sorted(groups)):
+            drum = color_by == "channel" and key == DRUM_CHANNEL
+            color = (0.25, 0.25, 0.25) if drum else colormap(index % 10)[:3]
+            facecolors = [(*color, alpha) for alpha in alphas[key]]
+            axes.add_collection(PolyCollection(groups[key], facecolors=facecolors, edgecolors="none"))
+            if color_by == "channel":
+                label = f"channel {key + 1}" + (" (drums)" if drum else "")
+            else:
+                name = notes.track_names[key] if key < len(notes.track_names) else ""
+                label = f"track {key}" + (f": {name}" if name else "")
+            handles.append(Patch(facecolor=color, label=label))
+        if groups:
+            axes.set_xlim(0, max(end, 1e-9) * 1.01 if max_time is None else max_time)
+            axes.set_ylim(low - 1.5, high + 1.5)
+            axes.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.8)
+        else:
+            axes.set_xlim(0, max_time or 1)
+            axes.set_ylim(47.5, 84.5)
+            axes.text(0.5, 0.5, "no notes", transform=axes.transAxes, ha="center", va="center", color="grey")
+        bottom, top = axes.get_ylim()
+        ticks = [p for p in range(0, 128, 12) if bottom <= p <= top] or [round((bottom + top) / 2)]
+        axes.set_yticks(ticks, [pitch_name(p) for p in ticks])
+        axes.set_xlabel("time (beats)" if time_unit == "beats" else "time (s)")
+        axes.set_ylabel("pitch")
+        axes.grid(True, axis="both", alpha=0.25, linewidth=0.5)
+        if title:
+            axes.set_title(title)
+        figure.tight_layout()
+        path_png = Path(path_png)
+        path_png.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path_png, format="png")
+    finally:
+        plt.close(figure)
+    return path_png
+
+
+__all__ = ["draw_piano_roll", "pitch_name"]

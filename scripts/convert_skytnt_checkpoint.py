@@ -1,0 +1,32 @@
+#!/usr/bin/env python
+"""Convert a SkyTNT/midi-model checkpoint (or LoRA adapter) directory into the midi-event-transformer format.
+
+    python scripts/convert_skytnt_checkpoint.py path/to/midi-model-tv2o-medium out/tv2o-medium
+    python scripts/convert_skytnt_checkpoint.py --lora path/to/reference_lora out/lora
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from midi_event_transformer.convert_skytnt import convert_skytnt_checkpoint, convert_skytnt_lora
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="reference directory (config.json + model.safetensors, or a LoRA adapter)")
+    parser.add_argument("dst", help="output directory")
+    parser.add_argument("--lora", action="store_true", help="convert a LoRA adapter for peft.PeftModel")
+    args = parser.parse_args(argv)
+    try:
+        out = (convert_skytnt_lora if args.lora else convert_skytnt_checkpoint)(args.src, args.dst)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,6 +29,17 @@ _LAZY_EXPORTS: dict[str, str] = {
     "convert_skytnt_checkpoint": "convert_skytnt",
     "DataCollatorForMidiEvents": "data",
     "generate_midi": "pipeline",
+    "MidiGrammarLogitsProcessor": "grammar",
+    "DisableEventTypesLogitsProcessor": "controls",
+    "DisablePatchChangeLogitsProcessor": "controls",
+    "DisableControlChangeLogitsProcessor": "controls",
+    "RestrictChannelsLogitsProcessor": "controls",
+    "RestrictInstrumentsLogitsProcessor": "controls",
+    "build_prompt": "prompts",
+    "prompt_from_midi": "prompts",
+    "prompt_logits_processors": "prompts",
+    "MidiEventIteratorStreamer": "streamers",
+    "MidiFileStreamer": "streamers",
 }
 
 

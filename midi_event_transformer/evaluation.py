@@ -319,7 +319,7 @@ def midi_statistics(midi: mido.MidiFile | str | os.PathLike | NoteList, *, grid:
     starts, ends = _grid_steps(notes, tpb, grid)
     total_steps = int(ends.max())
     sounding = np.zeros((total_steps, 128), dtype=bool)  # (steps, pitch)
-    for start, end, pitch in zip(starts, ends, pitches):
+    for start, end, pitch in zip(starts, ends, pitches, strict=True):
         sounding[start:end, pitch] = True
     voiced = sounding.any(axis=1)
     stats["polyphony"] = float(sounding.sum() / voiced.sum())
@@ -409,17 +409,17 @@ def draw_statistics_comparison(report: dict[str, Any], path_png: str | os.PathLi
     figure, axes_grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
     try:
         colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(names))]
-        for axes, statistic in zip(axes_grid.flat, STATISTICS):
+        for axes, statistic in zip(axes_grid.flat, STATISTICS, strict=False):
             data = []
             for name in names:
                 values = [v[statistic] for v in report["sets"][name]["per_file"].values()]
                 data.append([v for v in values if not math.isnan(v)])
             positions = list(range(1, len(names) + 1))
-            shown = [(p, d, c) for p, d, c in zip(positions, data, colors) if d]
+            shown = [(p, d, c) for p, d, c in zip(positions, data, colors, strict=True) if d]
             if shown:
                 parts = axes.boxplot([d for _, d, _ in shown], positions=[p for p, _, _ in shown], widths=0.6,
                                      patch_artist=True, showfliers=False)
-                for box, (_, _, color) in zip(parts["boxes"], shown):
+                for box, (_, _, color) in zip(parts["boxes"], shown, strict=True):
                     box.set_facecolor((*color[:3], 0.45))
                 axes.scatter([p for p, _, _ in shown], [float(np.mean(d)) for _, d, _ in shown], color="black",
                              s=12, zorder=3)

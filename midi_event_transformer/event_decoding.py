@@ -21,13 +21,13 @@ Beam search, ``return_dict_in_generate`` and multi-GPU sync fall back to transfo
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, StoppingCriteriaList
-from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
@@ -36,6 +36,7 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
 from .grammar import MidiGrammarLogitsProcessor
@@ -54,6 +55,13 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
+def _bound_linear(module: nn.Module):
+    """``module``'s product as a cheap callable: F.linear on its parameters for a plain Linear, else its forward."""
+    if type(module) is nn.Linear:
+        return partial(F.linear, weight=module.weight, bias=module.bias)
+    return module.forward
+
+
 class _LeanLayer:
     """A decoder layer's operations (as ``MidiEventTransformerDecoderLayer.forward``) on pre-bound ``forward``s.
 
@@ -64,10 +72,10 @@ class _LeanLayer:
     def __init__(self, layer: nn.Module, use_sdpa: bool) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.input_norm, self.post_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
-        self.q, self.k, self.v, self.o = (attn.q_proj.forward, attn.k_proj.forward, attn.v_proj.forward,
-                                          attn.o_proj.forward)
-        self.gate, self.up, self.down, self.act = (mlp.gate_proj.forward, mlp.up_proj.forward,
-                                                   mlp.down_proj.forward, mlp.act_fn)
+        self.q, self.k, self.v, self.o = (_bound_linear(attn.q_proj), _bound_linear(attn.k_proj),
+                                          _bound_linear(attn.v_proj), _bound_linear(attn.o_proj))
+        self.gate, self.up, self.down, self.act = (_bound_linear(mlp.gate_proj), _bound_linear(mlp.up_proj),
+                                                   _bound_linear(mlp.down_proj), mlp.act_fn)
         self.head_dim, self.scale = attn.head_dim, attn.scaling
         self.gqa = attn.num_heads != attn.num_key_value_heads
         self.attend = None if use_sdpa else attn.attend
@@ -143,6 +151,15 @@ class _Scorer:
         self.suppressed = suppressed.to(model.lm_head.weight.device if hasattr(model.lm_head, "weight") else "cpu")
         self.suppressed_before = [0, *torch.cumsum(suppressed.long(), 0).tolist()]  # count of suppressed ids < i
 
+        # temperature -> top-k -> top-p (transformers' order) can be fused into one sampler on the top-k values
+        warpers = [p for p in self.processors if isinstance(p, _SHAPE_AGNOSTIC_WARPERS)]
+        kinds = [type(p) for p in warpers]
+        self.sampler = None
+        if self.compact and kinds in ([TopKLogitsWarper, TopPLogitsWarper],
+                                      [TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper]):
+            self.sampler = _TopKTopPSampler(warpers[-2], warpers[-1])
+            self.processors = [p for p in self.processors if not isinstance(p, (TopKLogitsWarper, TopPLogitsWarper))]
+
     def full(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Processed scores (B, V) from full logits (B, V)."""
         scores = logits.to(dtype=torch.float32)
@@ -179,6 +196,27 @@ class _Scorer:
             else:
                 scores = processor.compact_call(input_ids, scores, lo)
         return scores, lo
+
+
+class _TopKTopPSampler:
+    """Sample as ``TopKLogitsWarper`` then ``TopPLogitsWarper`` then softmax + multinomial, on the top-k values only.
+
+    Top-p keeps a token when the probability mass of the strictly more likely kept tokens is below ``top_p``
+    (the same rule as transformers' ascending formulation), and at least ``min_tokens_to_keep`` tokens.
+    """
+
+    def __init__(self, top_k: TopKLogitsWarper, top_p: TopPLogitsWarper) -> None:
+        self.top_k, self.top_p = top_k.top_k, top_p.top_p
+        self.keep = max(top_p.min_tokens_to_keep, 1)
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        values, indices = torch.topk(scores, min(self.top_k, scores.shape[-1]))  # (B, k) descending
+        probs = torch.softmax(values, dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # (B, k) mass of the more likely tokens
+        drop = mass_before >= self.top_p
+        drop[:, :self.keep] = False
+        choice = torch.multinomial(probs.masked_fill(drop, 0.0), num_samples=1)  # (B, 1)
+        return indices.gather(1, choice).squeeze(1)
 
 
 def _apply_criteria(criteria: StoppingCriteriaList, input_ids: torch.Tensor, scores: torch.Tensor,
@@ -269,10 +307,12 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
             states = [grammar.state_of(slot, start, not alive) for start, alive in zip(event_starts, live, strict=True)
                       ] if grammar is not None else []
             scores, lo = scorer(current, hidden, states, live)
-        if generation_config.do_sample:
-            tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # (B,)
-        else:
+        if not generation_config.do_sample:
             tokens = scores.argmax(dim=-1)
+        elif hidden is not None and scorer.sampler is not None:
+            tokens = scorer.sampler(scores)
+        else:
+            tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # (B,)
         if lo:
             tokens = tokens + lo
         if not all(live):

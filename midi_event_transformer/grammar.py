@@ -64,9 +64,9 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         self.num_parameters = torch.tensor([len(EVENT_PARAMETERS[name]) for name in event_types])
         # plain-Python copies for decoding loops that track states without tensors
         self.type_index_of: dict[int, int] = {EVENT_TYPE_IDS[name]: t for t, name in enumerate(event_types)}
-        self.span_of_state: list[tuple[int, int]] = list(zip(self.state_lo.tolist(), self.state_hi.tolist()))
+        self.span_of_state: list[tuple[int, int]] = list(zip(self.state_lo.tolist(), self.state_hi.tolist(), strict=True))
         self.state_is_range: list[bool] = [int(row.sum()) == hi - lo for row, (lo, hi)
-                                           in zip(allowed, self.span_of_state)]
+                                           in zip(allowed, self.span_of_state, strict=True)]
 
     def _to(self, device: torch.device) -> None:
         if self.allowed.device != device:

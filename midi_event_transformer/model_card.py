@@ -131,7 +131,8 @@ def _architecture(config: dict[str, Any], directory: Path) -> list[tuple[str, st
     for key, label in (("event_config", "event transformer"), ("token_config", "token transformer")):
         level = config.get(key) or {}
         if level:
-            rows.append((label, f"{level.get('num_hidden_layers')} layers, hidden {level.get('hidden_size')}, "
+            layers = level.get("num_hidden_layers")
+            rows.append((label, f"{layers} layer{'' if layers == 1 else 's'}, hidden {level.get('hidden_size')}, "
                                 f"{level.get('num_attention_heads')} heads, MLP {level.get('intermediate_size')}"))
     if config.get("event_config"):
         rows.append(("context", f"{config['event_config'].get('max_position_embeddings')} events"))
@@ -263,8 +264,9 @@ def write_model_card(save_directory: str | os.PathLike, *, config: Any = None, a
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory")
 
-    model_name = fields.get("model_name") or directory.resolve().name
-    repo_id = fields.get("repo_id") or model_name
+    repo_id = fields.get("repo_id")
+    model_name = fields.get("model_name") or (repo_id.split("/")[-1] if repo_id else directory.resolve().name)
+    repo_id = repo_id or model_name
     datasets = _datasets(fields.get("datasets"))
     license_id = fields.get("license") or "apache-2.0"
     tags = [*TAGS, *[t for t in fields.get("tags") or [] if t not in TAGS]]

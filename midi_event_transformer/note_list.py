@@ -73,7 +73,7 @@ class NoteList:
         ticks = [t for t, _ in self.tempo_changes]
         index = max(0, bisect.bisect_right(ticks, tick) - 1)
         elapsed = 0.0
-        for (t0, tempo), (t1, _) in zip(self.tempo_changes[:index], self.tempo_changes[1:index + 1]):
+        for (t0, tempo), (t1, _) in zip(self.tempo_changes[:index], self.tempo_changes[1:index + 1], strict=True):
             elapsed += (t1 - t0) * tempo / 1e6 / self.ticks_per_beat
         t0, tempo = self.tempo_changes[index]
         return elapsed + (tick - t0) * tempo / 1e6 / self.ticks_per_beat

@@ -101,7 +101,6 @@ def _logit_difference(config_name: str, model) -> float:
 
 
 def run_reference(reference_dir: str, config_name: str, batch: int, events: int) -> dict[str, Any]:
-    import torch
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     sys.path.insert(0, reference_dir)

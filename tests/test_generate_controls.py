@@ -131,3 +131,13 @@ def test_streamers_yield_exactly_the_generated_events(model, tmp_path, event_loo
 def test_streamer_refuses_batches(model):
     with pytest.raises(ValueError, match="only supports batch size 1"):
         generate(model, build_prompt(), [], batch=2, streamer=MidiEventIteratorStreamer())
+
+
+def test_controls_with_beam_search(model):
+    input_ids = torch.tensor(build_prompt()).reshape(1, -1)
+    out = model.generate(input_ids, logits_processor=[DisablePatchChangeLogitsProcessor(),
+                                                      RestrictChannelsLogitsProcessor([2])],
+                         num_beams=3, num_return_sequences=2, max_new_tokens=10 * K, suppress_tokens=[EOS_ID])
+    events = generated_events(out[:, K:].reshape(2, -1, K))
+    assert len(events) == 20 and PATCH_CHANGE not in {row[0] for row in events}
+    assert {row[4] for row in events if row[0] in CHANNEL_EVENTS} == {PARAMETER_OFFSETS["channel"] + 2}

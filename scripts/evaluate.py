@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Evaluate a model (held-out NLL) and generated MIDI files (objective statistics), printing JSON.
+
+    # per-token / per-event NLL and accuracy on a folder of held-out songs (windows of 513 events, stride 512)
+    python scripts/evaluate.py nll --model out/model --data heldout/ [--file-list heldout.txt] [--limit 20]
+
+    # statistics of generated files next to a reference folder, with one comparison PNG
+    python scripts/evaluate.py stats --generated out/samples --reference ../shared/midi/pop909 --png stats.png
+
+``--model`` takes a saved model folder, a Hub id, or a SkyTNT/midi-model checkpoint folder. ``--output`` also
+writes the JSON to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+
+def _write(report: dict, output: str | None) -> None:
+    text = json.dumps(report, indent=2, sort_keys=False)
+    print(text)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n")
+
+
+def _files(data: list[str], file_list: str | None, limit: int | None) -> list[Path]:
+    from midi_event_transformer.evaluation import list_midi_files
+
+    names = list(data)
+    if file_list:
+        base = Path(file_list).parent
+        for line in Path(file_list).read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                path = Path(line)
+                names.append(str(path if path.is_absolute() or path.exists() else base / path))
+    if not names:
+        raise ValueError("give --data and/or --file-list")
+    files = list_midi_files(names)
+    return files[:limit] if limit else files
+
+
+def run_nll(args: argparse.Namespace) -> dict:
+    import torch
+    import transformers
+
+    from midi_event_transformer import MidiEventTransformerForCausalLM, MidiEventTransformerTokenizer
+    from midi_event_transformer.evaluation import evaluate_nll
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    model = MidiEventTransformerForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device)
+    try:
+        tokenizer = MidiEventTransformerTokenizer.from_pretrained(args.model)
+    except (OSError, ValueError):
+        tokenizer = MidiEventTransformerTokenizer()
+    files = _files(args.data, args.file_list, args.limit)
+    start = time.perf_counter()
+    result = evaluate_nll(model, files, tokenizer, window_events=args.window_events,
+                          stride_events=args.stride_events, batch_size=args.batch_size, progress=not args.quiet)
+    return {"model": args.model, **result.to_dict(), "seconds": round(time.perf_counter() - start, 2),
+            "dtype": args.dtype, "device": args.device,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "python": platform.python_version()}}
+
+
+def run_stats(args: argparse.Namespace) -> dict:
+    from midi_event_transformer.evaluation import compare_statistics, draw_statistics_comparison
+
+    sets = {args.generated_name: _files(args.generated, None, args.limit)}
+    if args.reference:
+        sets[args.reference_name] = _files(args.reference, None, args.limit)
+    report = compare_statistics(sets, grid=args.grid, include_drums=args.include_drums, progress=not args.quiet)
+    if args.png:
+        draw_statistics_comparison(report, args.png, title=args.title)
+        report["png"] = args.png
+    if not args.per_file:
+        for values in report["sets"].values():
+            values.pop("per_file")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    nll = commands.add_parser("nll", help="held-out NLL of a model on MIDI files")
+    nll.add_argument("--model", required=True, help="model folder, Hub id or SkyTNT checkpoint folder")
+    nll.add_argument("--data", nargs="*", default=[], help="MIDI files or folders (searched recursively)")
+    nll.add_argument("--file-list", help="text file with one MIDI path per line (relative to the list's folder)")
+    nll.add_argument("--limit", type=int, default=None, help="use only the first N files")
+    nll.add_argument("--window-events", type=int, default=513)
+    nll.add_argument("--stride-events", type=int, default=512)
+    nll.add_argument("--batch-size", type=int, default=4)
+    nll.add_argument("--device", default="cpu")
+    nll.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    nll.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    nll.set_defaults(handler=run_nll)
+
+    stats = commands.add_parser("stats", help="objective statistics of generated files vs a reference folder")
+    stats.add_argument("--generated", nargs="+", required=True, help="generated MIDI files or folders")
+    stats.add_argument("--reference", nargs="*", default=[], help="reference MIDI files or folders")
+    stats.add_argument("--generated-name", default="generated")
+    stats.add_argument("--reference-name", default="reference")
+    stats.add_argument("--limit", type=int, default=None, help="use only the first N files of each set")
+    stats.add_argument("--grid", type=int, default=16, help="grid steps per beat (polyphony, groove)")
+    stats.add_argument("--include-drums", action="store_true")
+    stats.add_argument("--png", help="write the comparison picture here")
+    stats.add_argument("--title", default=None)
+    stats.add_argument("--per-file", action="store_true", help="also print each file's values")
+    stats.set_defaults(handler=run_stats)
+
+    for sub in (nll, stats):
+        sub.add_argument("--output", help="also write the JSON here")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = args.handler(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"evaluate: error: {error}", file=sys.stderr)
+        return 2
+    _write(report, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,6 +40,12 @@ _LAZY_EXPORTS: dict[str, str] = {
     "prompt_logits_processors": "prompts",
     "MidiEventIteratorStreamer": "streamers",
     "MidiFileStreamer": "streamers",
+    "write_model_card": "model_card",
+    "push_to_hub": "hub",
+    "draw_piano_roll": "pianoroll",
+    "render_audio": "audio",
+    "evaluate_nll": "evaluation",
+    "compare_statistics": "evaluation",
 }
 
 

@@ -98,12 +98,154 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- generate
+def _add_generate(subparsers) -> None:
+    from .pipeline import (
+        DEFAULT_EVENTS,
+        DEFAULT_PROMPT_EVENTS,
+        DEFAULT_TEMPERATURE,
+        DEFAULT_TOP_K,
+        DEFAULT_TOP_P,
+        DTYPE_NAMES,
+    )
+
+    parser = subparsers.add_parser(
+        "generate", help="write new MIDI files with a model (default: the one shipped in the package)",
+        description="Generate MIDI files: a new piece (optionally with instruments, drum kit, tempo, time signature "
+                    "and key) or the continuation of --prompt. Files are named generated_seed<SEED>_<i>.mid; the same "
+                    "seed gives the same files.")
+    parser.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID",
+                        help="a model directory (ours or a SkyTNT/midi-model checkpoint) or a Hub id "
+                             "(default: the embedded model)")
+    prompt = parser.add_argument_group("what to generate")
+    prompt.add_argument("--prompt", default=None, metavar="SONG.mid", help="continue this MIDI file")
+    prompt.add_argument("--prompt-events", type=int, default=None, metavar="N",
+                        help=f"keep the first N events of --prompt, BOS included (default {DEFAULT_PROMPT_EVENTS})")
+    prompt.add_argument("--instruments", action="append", default=None, metavar="NAMES",
+                        help="General MIDI instrument names or program numbers 0-127, comma-separated or repeated "
+                             "(e.g. \"Acoustic Grand Piano, Violin\"); the piece keeps to them")
+    prompt.add_argument("--drum-kit", default=None, metavar="KIT",
+                        help="drum kit on channel 10: Standard, Room, Power, Electric, TR-808, Jazz, Brush, Orchestra")
+    prompt.add_argument("--bpm", type=float, default=None, help="tempo in beats per minute (1-383)")
+    prompt.add_argument("--time-signature", default=None, metavar="N/D", help="e.g. 3/4, 6/8")
+    prompt.add_argument("--key", default=None, help="key signature, e.g. \"D minor\", \"F# major\", Bb")
+    prompt.add_argument("--no-control-change", action="store_true",
+                        help="forbid control change events (pedal, volume, ...)")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--events", type=int, default=DEFAULT_EVENTS, metavar="N",
+                          help=f"events to generate after the prompt (default {DEFAULT_EVENTS})")
+    sampling.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                          help=f"default {DEFAULT_TEMPERATURE}")
+    sampling.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help=f"default {DEFAULT_TOP_P}")
+    sampling.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
+                          help=f"default {DEFAULT_TOP_K}; 0 turns top-k off")
+    sampling.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, printed)")
+    sampling.add_argument("--num-samples", type=int, default=1, metavar="N", help="pieces to generate (default 1)")
+    sampling.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    sampling.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="default: the model's")
+    output = parser.add_argument_group("output")
+    output.add_argument("--output-dir", default=".", metavar="DIR", help="where to write the files (default: .)")
+    output.add_argument("--piano-roll", action="store_true", help="also draw a PNG piano roll next to each file")
+    output.add_argument("--audio", action="store_true",
+                        help="also render a WAV next to each file (needs the fluidsynth program and a General MIDI "
+                             "soundfont, e.g. apt-get install fluidsynth fluid-soundfont-gm)")
+    output.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=_run_generate)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    import secrets
+    from pathlib import Path
+
+    from transformers.utils import logging as transformers_logging
+
+    from .pipeline import generate_rows, load_model_and_tokenizer
+
+    # the optional outputs are checked before the (long) generation
+    try:
+        if args.piano_roll:
+            from .pianoroll import draw_piano_roll, import_pyplot
+
+            import_pyplot()
+        if args.audio:
+            from .audio import AudioRenderingError, find_fluidsynth, find_soundfont, render_audio
+
+            find_fluidsynth()
+            find_soundfont()
+    except (ImportError, RuntimeError) as error:
+        raise _UsageError(_one_line(error)) from error
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise _UsageError(f"--output-dir {output_dir} is a file, not a directory")
+    seed = secrets.randbelow(2**31) if args.seed is None else args.seed
+    instruments = ",".join(args.instruments) if args.instruments else None
+
+    transformers_logging.disable_progress_bar()  # weight-loading bars; ours counts events
+    try:
+        model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, dtype=args.dtype)
+        samples = generate_rows(
+            model, tokenizer, prompt=args.prompt, prompt_events=args.prompt_events, instruments=instruments,
+            drum_kit=args.drum_kit, bpm=args.bpm, time_signature=args.time_signature, key=args.key,
+            events=args.events, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=seed,
+            num_samples=args.num_samples, disable_control_change=args.no_control_change,
+            progress=not args.no_progress)
+    except (ValueError, TypeError) as error:  # InvalidMidiError is a ValueError
+        raise _UsageError(_one_line(error)) from error
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    print(f"seed: {seed}")
+    for index, rows in enumerate(samples):
+        path = output_dir / f"generated_seed{seed}_{index}.mid"
+        tokenizer.decode_midi(rows).save(path)
+        written = [path]
+        if args.piano_roll:
+            written.append(draw_piano_roll(path, path.with_suffix(".png")))
+        if args.audio:
+            try:
+                written.append(render_audio(path, path.with_suffix(".wav")))
+            except AudioRenderingError as error:
+                raise _UsageError(_one_line(error)) from error
+        print(f"wrote {', '.join(str(p) for p in written)} ({len(rows) - 1} events)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- convert
+def _add_convert(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="convert a SkyTNT/midi-model checkpoint to this format",
+        description="Convert a SkyTNT/midi-model checkpoint directory (config.json + model.safetensors) or, with "
+                    "--lora, one of its LoRA adapters, into a directory from_pretrained / peft load.")
+    parser.add_argument("src", help="the reference checkpoint (or LoRA adapter) directory")
+    parser.add_argument("dst", help="the output directory (created)")
+    parser.add_argument("--lora", action="store_true", help="convert a LoRA adapter for peft.PeftModel")
+    parser.set_defaults(handler=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .convert_skytnt import convert_skytnt_checkpoint, convert_skytnt_lora
+
+    if not Path(args.src).is_dir():
+        raise _UsageError(f"{args.src} is not a directory")
+    try:
+        destination = (convert_skytnt_lora if args.lora else convert_skytnt_checkpoint)(args.src, args.dst)
+    except (ValueError, FileNotFoundError) as error:
+        raise _UsageError(_one_line(error)) from error
+    print(f"wrote {destination}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 class _UsageError(Exception):
     """A user error found after argument parsing (printed as one line, exit status 2)."""
 
 
-_SUBCOMMANDS: list[Callable] = [_add_tokenize]
+_SUBCOMMANDS: list[Callable] = [_add_tokenize, _add_generate, _add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:

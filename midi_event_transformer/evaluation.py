@@ -21,6 +21,11 @@ accuracy the share of those tokens that are the model's argmax (the reference's 
 - ``empty_beat_rate``: share of beats (from 0 to the end of the last note) in which no note sounds.
 - ``pitch_range``: highest minus lowest pitch (semitones).
 
+Cross-checked against muspy 0.5.0 (optional extra ``[eval]``) on POP909 and Bach files: pitch-class entropy,
+scale consistency and pitch range are identical; polyphony and groove consistency agree within quantisation
+(muspy uses the file's ticks, we use the grid, so generated and reference files are measured alike); for the
+empty-beat rate muspy also marks busy the beat in which a note ends exactly, we do not.
+
 Example::
 
     >>> result = evaluate_nll(model, sorted(Path("heldout").glob("*.mid")))

@@ -148,7 +148,7 @@ class _Scorer:
         for p in self.processors:
             if isinstance(p, SuppressTokensLogitsProcessor):
                 suppressed[p.suppress_tokens.cpu()] = True
-        self.suppressed = suppressed.to(model.lm_head.weight.device if hasattr(model.lm_head, "weight") else "cpu")
+        self.suppressed = suppressed.to(model.device)
         self.suppressed_before = [0, *torch.cumsum(suppressed.long(), 0).tolist()]  # count of suppressed ids < i
 
         # temperature -> top-k -> top-p (transformers' order) can be fused into one sampler on the top-k values

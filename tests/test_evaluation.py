@@ -245,3 +245,13 @@ def test_nll_on_midi_files_and_evaluate_script(tiny_model, tmp_path):
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)["sets"]) == {"generated", "reference"}
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nll_equals_the_reference_loss_on_its_own_window(shared_dir):
+    """The reference's two-level loss on BOS + 64 events of POP909 song 001 (expected.npz) is our per-token NLL."""
+    reference = shared_dir / "reference" / "skytnt_small"
+    expected = np.load(reference / "expected.npz")
+    model = MidiEventTransformerForCausalLM.from_pretrained(reference / "model").eval()
+    result = evaluate_nll(model, [expected["input_ids"].reshape(-1, 8)], progress=False)
+    assert result.n_windows == 1 and result.n_events == 64
+    assert result.per_token_nll == pytest.approx(float(expected["loss"]), abs=1e-5)

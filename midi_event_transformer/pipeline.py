@@ -238,6 +238,8 @@ def build_generation_prompt(tokenizer: Any = None, *, prompt: Any = None, prompt
         rows = prompt_from_midi(prompt, DEFAULT_PROMPT_EVENTS if prompt_events is None else prompt_events,
                                 tokenizer=tokenizer)
         return rows, prompt_logits_processors(allow_control_change=not disable_control_change)
+    if prompt_events is not None:
+        raise ValueError("prompt_events is only used with a prompt (the first events of a MIDI file)")
     rows = build_prompt(instruments=instruments, drum_kit=drum_kit, bpm=bpm, time_signature=time_signature,
                         key_signature=key)
     processors = prompt_logits_processors(instruments=instruments, drum_kit=drum_kit,
@@ -328,6 +330,7 @@ def _generate(model: Any = None, tokenizer: Any = None, *, prompt: Any = None, p
     else:
         _check_prompt_alone(instruments=instruments, drum_kit=drum_kit, bpm=bpm, time_signature=time_signature,
                             key=key)
+        _check_int("prompt_events", prompt_events, 1, allow_none=True)
     model, tokenizer = load_model_and_tokenizer(model, tokenizer, device=device, dtype=dtype)
     if prompt is not None:
         rows, processors = build_generation_prompt(tokenizer, **request)

@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--events", type=json.loads, default={"small": 512, "tv2o-medium": 128, "tv2o-large": 64},
                         help='JSON dict config -> events per run, e.g. \'{"small": 512}\'')
+    parser.add_argument("--variant-events", type=json.loads, default={"small": 256, "tv2o-medium": 32},
+                        help="events per run for the bf16 / int8 variants (JSON dict config -> events)")
     parser.add_argument("--long-events", type=int, default=1024, help="events of the position check run (small)")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,7 +174,10 @@ def main() -> None:
     for config in args.configs:
         for batch in args.batches:
             for variant in args.variants:
-                jobs.append({"impl": "ours", "config": config, "batch": batch, "variant": variant})
+                job = {"impl": "ours", "config": config, "batch": batch, "variant": variant}
+                if variant != "fp32" and config in args.variant_events:
+                    job["events"] = args.variant_events[config]
+                jobs.append(job)
             if args.reference_dir:
                 jobs.append({"impl": "reference", "config": config, "batch": batch, "variant": "fp32",
                              "reference_dir": os.path.abspath(args.reference_dir)})

@@ -188,6 +188,8 @@ def test_reference_checkpoint_directory(shared_dir, tmp_path):
     (dict(num_samples=0), ValueError, "num_samples must be >= 1"),
     (dict(seed=-1), ValueError, "seed must be >= 0"),
     (dict(prompt="song.mid", bpm=120), ValueError, "a prompt cannot be combined with bpm"),
+    (dict(prompt_events=16), ValueError, "prompt_events is only used with a prompt"),
+    (dict(prompt="song.mid", prompt_events=0), ValueError, "prompt_events must be >= 1"),
     (dict(dtype="int8"), ValueError, "unknown dtype 'int8'"),
     (dict(device="gpu"), ValueError, "unknown device 'gpu'"),
 ])

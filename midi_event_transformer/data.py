@@ -1,0 +1,262 @@
+"""Training data: MIDI sources -> a tokenized ``datasets.Dataset`` -> event windows -> padded batches.
+
+Three steps, each usable alone:
+
+1. :func:`tokenize_midi_dataset` turns a folder, a list of paths or a ``datasets.Dataset`` with a
+   ``path`` or ``bytes`` column into a dataset of event rows (``datasets.map`` with ``num_proc``,
+   cached on disk under ``cache_dir``). Files that fail to parse (or fail the optional quality filter)
+   are skipped, counted and listed with their reason in a report file: one bad file never aborts a run.
+2. :class:`MidiWindowDataset` cuts a window of at most ``max_events`` events from each song, with a
+   random start as the reference does, and applies the tokenizer's augmentation on the fly. The
+   randomness is a pure function of ``(seed, epoch, index)``, so a resumed run sees the same data.
+3. :class:`DataCollatorForMidiEvents` pads a batch by whole events (right or left), builds the
+   ``attention_mask`` and the ``labels`` (pad -> -100).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from .errors import InvalidMidiError
+from .vocabulary import PAD_ID, TOKENS_PER_EVENT
+
+logger = logging.getLogger(__name__)
+
+MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
+
+
+def find_midi_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Sorted MIDI paths of a folder (recursive) or a list of paths/folders.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    files: list[str] = []
+    for item in sources:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in MIDI_EXTENSIONS)
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise FileNotFoundError(f"no such MIDI file or folder: {path}")
+    return files
+
+
+def is_validation_file(name: str, validation_fraction: float) -> bool:
+    """Deterministic by-file split: a stable hash of the file's name decides, independent of order."""
+    digest = hashlib.sha1(Path(name).name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < validation_fraction
+
+
+def _source_fingerprint(dataset: datasets.Dataset, tokenizer: Any, quality_filter: bool) -> str:
+    """Hash of the inputs (names, sizes, mtimes or bytes) and tokenizer options: the cache key."""
+    h = hashlib.sha1()
+    h.update(json.dumps({"optimise_midi": getattr(tokenizer, "optimise_midi", None),
+                         "quality_filter": quality_filter, "format": 1}).encode())
+    column = "path" if "path" in dataset.column_names else "bytes"
+    for value in dataset[column]:
+        if column == "path":
+            stat = os.stat(value)
+            h.update(f"{value}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        else:
+            h.update(hashlib.sha1(value).digest())
+    return h.hexdigest()[:16]
+
+
+def _encode_example(example: dict[str, Any], tokenizer: Any, quality_filter: bool) -> dict[str, Any]:
+    source = example["path"] if example.get("path") is not None else example["bytes"]
+    try:
+        rows = tokenizer.encode_midi(source)
+    except InvalidMidiError as err:
+        return {"input_ids": [], "num_events": 0, "error": f"invalid MIDI: {err.problem}"}
+    if quality_filter:
+        ok, reasons = tokenizer.check_quality(rows)
+        if not ok:
+            return {"input_ids": [], "num_events": 0, "error": "quality filter: " + ", ".join(reasons)}
+    return {"input_ids": rows.reshape(-1).astype(np.int16), "num_events": len(rows), "error": None}
+
+
+def tokenize_midi_dataset(
+    sources: str | os.PathLike | Sequence[str | os.PathLike] | datasets.Dataset,
+    tokenizer: Any = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    num_proc: int | None = None,
+    quality_filter: bool = False,
+    report_path: str | os.PathLike | None = None,
+) -> datasets.Dataset:
+    """Tokenize MIDI sources into a dataset with columns ``name``, ``input_ids`` (flat int16) and ``num_events``.
+
+    Args:
+        sources: a folder, a list of paths/folders, or a ``datasets.Dataset`` with a ``path`` or ``bytes``
+            column (and optionally ``name``).
+        tokenizer: a ``MidiEventTransformerTokenizer`` (default: a new one, v2 with optimise_midi).
+        cache_dir: where the tokenized Arrow file is kept; a second call with the same inputs loads it
+            instead of tokenizing again. ``None``: no on-disk cache.
+        num_proc: processes for ``datasets.map``.
+        quality_filter: also drop files failing the reference's quality filter (off by default, as in the
+            reference's training, whose filter rejects piano-only music).
+        report_path: JSON file listing every skipped file and why (also logged).
+
+    Returns:
+        `datasets.Dataset` of the files that tokenized, in input order.
+    """
+    if tokenizer is None:
+        from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+
+        tokenizer = MidiEventTransformerTokenizer()
+    if isinstance(sources, datasets.Dataset):
+        raw = sources
+        if "path" not in raw.column_names and "bytes" not in raw.column_names:
+            raise ValueError(f"a MIDI dataset needs a 'path' or 'bytes' column, got {raw.column_names}")
+        if "name" not in raw.column_names:
+            names = raw["path"] if "path" in raw.column_names else [f"item-{i}" for i in range(len(raw))]
+            raw = raw.add_column("name", [str(n) for n in names])
+    else:
+        paths = find_midi_files(sources)
+        if not paths:
+            raise ValueError(f"no MIDI files (*{', *'.join(MIDI_EXTENSIONS)}) found in {sources}")
+        raw = datasets.Dataset.from_dict({"path": paths, "name": paths})
+
+    map_kwargs: dict[str, Any] = {}
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        fingerprint = _source_fingerprint(raw, tokenizer, quality_filter)
+        map_kwargs = {"cache_file_name": str(Path(cache_dir) / f"midi-tokens-{fingerprint}.arrow"),
+                      "load_from_cache_file": True, "new_fingerprint": fingerprint}
+    features = datasets.Features({**{k: v for k, v in raw.features.items()},
+                                  "input_ids": datasets.Sequence(datasets.Value("int16")),
+                                  "num_events": datasets.Value("int32"), "error": datasets.Value("string")})
+    encoded = raw.map(_encode_example, fn_kwargs={"tokenizer": tokenizer, "quality_filter": quality_filter},
+                      num_proc=num_proc, features=features, desc="Tokenizing MIDI", **map_kwargs)
+
+    errors = [(name, err) for name, err in zip(encoded["name"], encoded["error"]) if err is not None]
+    if errors:
+        logger.warning("skipped %d of %d MIDI files (first: %s: %s)", len(errors), len(encoded), *errors[0])
+    if report_path is not None:
+        report = {"total": len(encoded), "kept": len(encoded) - len(errors), "skipped": len(errors),
+                  "files": [{"path": name, "reason": err} for name, err in errors]}
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(json.dumps(report, indent=2))
+    keep_columns = ["name", "input_ids", "num_events"]
+    kept = encoded.filter(lambda err: err is None, input_columns="error", num_proc=None)
+    return kept.remove_columns([c for c in kept.column_names if c not in keep_columns])
+
+
+def split_by_file(dataset: datasets.Dataset, validation_fraction: float = 0.05) -> datasets.DatasetDict:
+    """Deterministic train/validation split by file name (see :func:`is_validation_file`)."""
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    flags = [is_validation_file(name, validation_fraction) for name in dataset["name"]]
+    return datasets.DatasetDict({
+        "train": dataset.select([i for i, f in enumerate(flags) if not f]),
+        "validation": dataset.select([i for i, f in enumerate(flags) if f]),
+    })
+
+
+class MidiWindowDataset(torch.utils.data.Dataset):
+    """One window of at most ``max_events`` events per song, as ``(n, 8)`` int64 tensors.
+
+    The start is random as in the reference (half of the draws start at the song's first event), and
+    ``augment=True`` applies ``tokenizer.augment``. Randomness depends only on ``(seed, epoch, index)``:
+    call :meth:`set_epoch` each epoch. With ``random_start=False`` the window starts at the first event.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, max_events: int = 512, *, tokenizer: Any = None,
+                 augment: bool = False, random_start: bool = True, seed: int = 0) -> None:
+        if max_events < 2:
+            raise ValueError(f"max_events must be >= 2 (context + one predicted event), got {max_events}")
+        if augment and tokenizer is None:
+            raise ValueError("augment=True needs the tokenizer (its augment method)")
+        self.dataset = dataset.with_format("numpy", columns=["input_ids"])
+        self.max_events, self.tokenizer = max_events, tokenizer
+        self.augment, self.random_start, self.seed, self.epoch = augment, random_start, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rows = self.dataset[index]["input_ids"].astype(np.int64).reshape(-1, TOKENS_PER_EVENT)  # (n, 8)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.random_start and len(rows) > self.max_events:
+            start = int(rng.integers(0, len(rows) - self.max_events))
+            start = start if rng.random() < 0.5 else 0
+        else:
+            start = 0
+        rows = rows[start:start + self.max_events]
+        if self.augment:
+            rows = self.tokenizer.augment(rows, generator=rng)
+        return torch.from_numpy(np.ascontiguousarray(rows))
+
+
+@dataclass
+class DataCollatorForMidiEvents:
+    """Pad ``(n_i, 8)`` event windows to a batch of flat ``input_ids`` (B, E*8) by whole events.
+
+    Returns ``input_ids``, ``attention_mask`` (0 on padding events) and ``labels`` (``input_ids`` with
+    pad -> -100). ``padding_side="left"`` suits generation prompts; training uses "right".
+    """
+
+    padding_side: str = "right"
+    pad_to_multiple_of: int | None = None
+    pad_token_id: int = PAD_ID
+
+    def __post_init__(self) -> None:
+        if self.padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
+
+    def __call__(self, features: Sequence[Any]) -> dict[str, torch.Tensor]:
+        windows = [self._as_rows(f["input_ids"] if isinstance(f, dict) else f) for f in features]
+        if not windows:
+            raise ValueError("cannot collate an empty batch")
+        length = max(len(w) for w in windows)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(windows), length, TOKENS_PER_EVENT), self.pad_token_id, dtype=torch.long)
+        event_mask = torch.zeros(len(windows), length, dtype=torch.long)
+        for i, rows in enumerate(windows):
+            span = slice(length - len(rows), length) if self.padding_side == "left" else slice(0, len(rows))
+            input_ids[i, span], event_mask[i, span] = rows, 1
+        input_ids = input_ids.reshape(len(windows), -1)  # (B, E*8)
+        attention_mask = event_mask.repeat_interleave(TOKENS_PER_EVENT, dim=1)  # (B, E*8)
+        labels = input_ids.masked_fill(input_ids == self.pad_token_id, -100)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    @staticmethod
+    def _as_rows(window: Any) -> torch.Tensor:
+        rows = torch.as_tensor(np.asarray(window), dtype=torch.long)
+        if rows.dim() == 1:
+            if rows.numel() % TOKENS_PER_EVENT:
+                raise ValueError(f"a flat window must hold a multiple of {TOKENS_PER_EVENT} ids, got {rows.numel()}")
+            rows = rows.reshape(-1, TOKENS_PER_EVENT)
+        if rows.dim() != 2 or rows.shape[1] != TOKENS_PER_EVENT:
+            raise ValueError(f"a window must be (n_events, {TOKENS_PER_EVENT}), got shape {tuple(rows.shape)}")
+        return rows
+
+
+__all__ = [
+    "DataCollatorForMidiEvents",
+    "MidiWindowDataset",
+    "find_midi_files",
+    "is_validation_file",
+    "split_by_file",
+    "tokenize_midi_dataset",
+]

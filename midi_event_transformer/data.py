@@ -34,6 +34,7 @@ from .vocabulary import PAD_ID, TOKENS_PER_EVENT
 logger = logging.getLogger(__name__)
 
 MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
+_NO_IDS = np.zeros(0, dtype=np.int16)
 
 
 def find_midi_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -81,11 +82,11 @@ def _encode_example(example: dict[str, Any], tokenizer: Any, quality_filter: boo
     try:
         rows = tokenizer.encode_midi(source)
     except InvalidMidiError as err:
-        return {"input_ids": [], "num_events": 0, "error": f"invalid MIDI: {err.problem}"}
+        return {"input_ids": _NO_IDS, "num_events": 0, "error": f"invalid MIDI: {err.problem}"}
     if quality_filter:
         ok, reasons = tokenizer.check_quality(rows)
         if not ok:
-            return {"input_ids": [], "num_events": 0, "error": "quality filter: " + ", ".join(reasons)}
+            return {"input_ids": _NO_IDS, "num_events": 0, "error": "quality filter: " + ", ".join(reasons)}
     return {"input_ids": rows.reshape(-1).astype(np.int16), "num_events": len(rows), "error": None}
 
 

@@ -391,6 +391,42 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
         layers = None if cache is None else cache.token_layers
         return self.net_token(rows, positions, mask, is_causal, layers)  # (B, T, H)
 
+    def _continued_token_rows(self, tokens: torch.Tensor, first_row: int, done: int,
+                              cache: MidiEventTransformerCache | None) -> torch.Tensor:
+        """Hidden states (B, c, H) for ``tokens`` (B, c) continuing the token sequence of event ``done - 1``."""
+        batch, count = tokens.shape
+        if done == 0:  # the first event's slots 0..6 have no previous event: zero hidden -> zero logits
+            return torch.zeros(batch, count, self.config.hidden_size, dtype=self.dtype, device=tokens.device)
+        hidden = self.decode_tokens(self.net_token.embed_tokens(tokens), first_row, cache)  # (B, c, H)
+        if cache.has_padding:  # a padding event's state predicts nothing either
+            hidden = hidden * cache.event_valid[:, done - 1, None, None].to(hidden.dtype)
+        return hidden
+
+    def _new_token_rows(self, states: torch.Tensor, following: torch.Tensor, flags: torch.Tensor | None,
+                        last_rows: int, cache: MidiEventTransformerCache | None) -> list[torch.Tensor]:
+        """Hidden states of the sequences ``[h_e, emb(tokens of event e + 1)]`` of the new events.
+
+        ``states`` (B, m, H) are the new events' states, ``following`` (B, >= 0) the tokens after the first new
+        event, ``flags`` (B, m) which new events are real, ``last_rows`` how many rows of the last sequence are
+        needed. The last sequence runs on ``cache`` (its rows stay there for the next call).
+        """
+        batch, m, width = states.shape
+        k = self.config.tokens_per_event
+        missing = max(0, m * k - following.shape[1])  # the last event's successor may be absent
+        following = F.pad(following, (0, missing), value=self.config.pad_token_id)[:, :m * k]
+        next_tokens = following.view(batch, m, k)[..., :k - 1]  # (B, m, K-1)
+        rows = torch.cat([states.unsqueeze(2), self.net_token.embed_tokens(next_tokens)], dim=2)  # (B, m, K, H)
+        keep = None if flags is None else flags.to(rows.dtype)[:, :, None, None]  # padding events predict nothing
+        parts = []
+        if m > 1:  # all but the last: full sequences, no cache needed
+            full = self.decode_tokens(rows[:, :-1].reshape(-1, k, width)).view(batch, m - 1, k, width)
+            parts.append((full if keep is None else full * keep[:, :-1]).flatten(1, 2))  # (B, (m-1)*K, H)
+        if cache is not None:
+            cache.reset_token_level()
+        last = self.decode_tokens(rows[:, -1, :last_rows], 0, cache)  # (B, last_rows, H)
+        parts.append(last if keep is None else last * keep[:, -1])
+        return parts
+
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                 past_key_values: MidiEventTransformerCache | None = None, inputs_embeds: None = None,
@@ -442,42 +478,21 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
 
         # 1. event transformer on the events completed by this call
         new_events = events_now - done
-        hidden_parts = []
-        h = None
+        hidden_parts: list[torch.Tensor] = []
+        h = flags = None
         if new_events:
             flags = self._event_flags(attention_mask, total, done, new_events, batch)
             events = stream[:, :new_events * k].view(batch, new_events, k)  # (B, m, K)
             h = self.encode_events(events, flags, cache)  # (B, m, H)
 
-        # 2. token rows continuing the token sequence already in the cache (or the first event: no state)
+        # 2. token rows continuing the current token sequence, then 3. the sequences of the new events
         first_row = past - done * k + 1  # row of the token sequence that flat position `past` belongs to
         continued = min(n, k - first_row)  # positions up to the end of the current event
         if continued > 0:
-            if done == 0:  # the first event's slots 0..6 have no previous event: zero hidden -> zero logits
-                hidden_parts.append(ids.new_zeros(batch, continued, self.config.hidden_size, dtype=self.dtype))
-            else:
-                rows = self.net_token.embed_tokens(ids[:, :continued])  # (B, c, H)
-                hidden = self.decode_tokens(rows, first_row, cache)
-                if cache.has_padding:  # a padding event's state predicts nothing either
-                    hidden = hidden * cache.event_valid[:, done - 1, None, None].to(hidden.dtype)
-                hidden_parts.append(hidden)
-
-        # 3. fresh token sequences [h_e, emb(tokens of event e+1)] for each new event e
+            hidden_parts.append(self._continued_token_rows(ids[:, :continued], first_row, done, cache))
         if new_events:
-            missing = max(0, new_events * k - (stream.shape[1] - k))  # the last event's successor may be absent
-            next_tokens = F.pad(stream[:, k:], (0, missing), value=self.config.pad_token_id)
-            next_tokens = next_tokens[:, :new_events * k].view(batch, new_events, k)[..., :k - 1]  # (B, m, K-1)
-            rows = torch.cat([h.unsqueeze(2), self.net_token.embed_tokens(next_tokens)], dim=2)  # (B, m, K, H)
-            last_rows = total - events_now * k + 1  # rows of the last sequence that are seen (1..K)
-            keep = None if flags is None else flags.to(rows.dtype)[:, :, None, None]  # padding events predict nothing
-            if new_events > 1:  # all but the last: full sequences, no cache needed
-                full = self.decode_tokens(rows[:, :-1].reshape(-1, k, rows.shape[-1]))  # (B*(m-1), K, H)
-                full = full.view(batch, new_events - 1, k, -1)
-                hidden_parts.append((full if keep is None else full * keep[:, :-1]).flatten(1, 2))
-            if cache is not None:
-                cache.reset_token_level()
-            last = self.decode_tokens(rows[:, -1, :last_rows], 0, cache)  # (B, r+1, H)
-            hidden_parts.append(last if keep is None else last * keep[:, -1])
+            last_rows = total - events_now * k + 1  # rows of the last new sequence that are seen (1..K)
+            hidden_parts.extend(self._new_token_rows(h, stream[:, k:], flags, last_rows, cache))
         token_hidden = torch.cat(hidden_parts, dim=1) if len(hidden_parts) > 1 else hidden_parts[0]  # (B, n, H)
 
         if cache is not None:

@@ -1,0 +1,376 @@
+#!/usr/bin/env python
+"""Train (or LoRA fine-tune) a MidiEventTransformer on a folder of MIDI files with Accelerate.
+
+    python scripts/train.py scripts/configs/small_pop909.json            # a JSON file of the arguments
+    accelerate launch scripts/train.py --data ../shared/midi/pop909 --output_dir runs/small --max_steps 2000
+    python scripts/train.py ... --resume                                  # continue from the last checkpoint
+
+One plain loop: ``accelerator.prepare``, ``accelerator.accumulate``, AdamW (no decay on norms and
+biases), linear warmup then linear decay, gradient clipping, optional bf16 autocast, periodic validation
+(per-token / per-event NLL in nats, token accuracy), sample .mid files, ``save_state`` checkpoints and an
+exact ``--resume`` (same seed: same loss curve). The final model is written with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser
+
+from midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerForCausalLM
+from midi_event_transformer.data import (
+    DataCollatorForMidiEvents,
+    MidiWindowDataset,
+    split_by_file,
+    tokenize_midi_dataset,
+)
+from midi_event_transformer.evaluation import evaluate_nll
+from midi_event_transformer.lora import DEFAULT_LORA_TARGET_MODULES, add_lora_adapter
+from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+
+logger = logging.getLogger("train")
+
+
+@dataclass
+class ModelArguments:
+    model: str = field(default="small", metadata={"help": "config name (small, tv2o-medium, tv2o-large) or a config.json"})
+    init_from: str | None = field(default=None, metadata={"help": "start from this pretrained model directory"})
+    gradient_checkpointing: bool = field(default=False)
+
+
+@dataclass
+class DataArguments:
+    data: list[str] = field(default_factory=list, metadata={"help": "MIDI folders or files"})
+    cache_dir: str | None = field(default=None, metadata={"help": "tokenized-dataset cache (default: <output_dir>/cache)"})
+    num_proc: int | None = field(default=None)
+    max_files: int | None = field(default=None, metadata={"help": "use only the first N files (quick runs)"})
+    max_events: int = field(default=512, metadata={"help": "events per training window"})
+    validation_fraction: float = field(default=0.05)
+    augment: bool = field(default=True)
+    quality_filter: bool = field(default=False)
+
+
+@dataclass
+class TrainArguments:
+    output_dir: str = field(default="runs/train")
+    seed: int = 0
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    max_steps: int = 1000
+    max_train_minutes: float | None = field(default=None, metadata={"help": "stop cleanly (with a final save) after this"})
+    max_grad_norm: float = 1.0
+    mixed_precision: str = field(default="no", metadata={"help": "no or bf16"})
+    num_threads: int | None = None
+    log_every: int = 10
+    eval_every: int = 250
+    eval_max_songs: int | None = field(default=20, metadata={"help": "songs scored at each periodic validation"})
+    save_every: int = 250
+    keep_checkpoints: int = 2
+    sample_every: int = 0
+    sample_events: int = 64
+    resume: bool = False
+    final_eval: bool = True
+
+
+@dataclass
+class LoraArguments:
+    lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGET_MODULES))
+
+
+class TrainingProgress:
+    """Step / epoch counters saved with every checkpoint (``accelerator.register_for_checkpointing``)."""
+
+    def __init__(self) -> None:
+        self.step, self.epoch, self.batch_in_epoch, self.elapsed = 0, 0, 0, 0.0
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
+def build_model(args: ModelArguments) -> MidiEventTransformerForCausalLM:
+    if args.init_from:
+        model = MidiEventTransformerForCausalLM.from_pretrained(args.init_from)
+    elif args.model.endswith(".json") or os.path.isdir(args.model):
+        model = MidiEventTransformerForCausalLM(MidiEventTransformerConfig.from_pretrained(args.model))
+    else:
+        model = MidiEventTransformerForCausalLM(MidiEventTransformerConfig.from_name(args.model))
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on norms and biases (as the reference)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if "norm" in name or name.endswith("bias") else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_schedule(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return factor
+
+
+def last_checkpoint(checkpoint_dir: Path) -> Path | None:
+    found = sorted((int(m.group(1)), p) for p in checkpoint_dir.glob("step_*") if (m := re.fullmatch(r"step_(\d+)", p.name)))
+    return found[-1][1] if found else None
+
+
+def write_metrics(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def draw_training_curve(metrics_path: Path, png_path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install 'midi-event-transformer[plot]'): no training curve")
+        return
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val = [(r["step"], r["val_per_token_nll"]) for r in records if "val_per_token_nll" in r]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if train:
+        ax.plot(*zip(*train), label="train loss (per token)", alpha=0.6)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation NLL (per token)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def validate(model, rows: list, batch_size: int) -> dict:
+    was_training = model.training
+    model.eval()
+    result = evaluate_nll(model, rows, batch_size=batch_size, progress=False)
+    model.train(was_training)
+    return {"val_per_token_nll": result.per_token_nll, "val_per_event_nll": result.per_event_nll,
+            "val_token_accuracy": result.token_accuracy}
+
+
+@torch.no_grad()
+def write_samples(model, tokenizer, directory: Path, step: int, n_events: int, seed: int) -> None:
+    was_training = model.training
+    model.eval()
+    prompt = torch.tensor([[tokenizer.bos_token_id] + [tokenizer.pad_token_id] * 7], device=model.device)
+    torch.manual_seed(seed + step)
+    out = model.generate(input_ids=prompt, max_new_tokens=8 * n_events, do_sample=True, top_p=0.98, top_k=20)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.decode_midi(out[0].cpu()).save(directory / f"step_{step:06d}.mid")
+    model.train(was_training)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments, LoraArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        model_args, data_args, train_args, lora_args = parser.parse_json_file(argv[0])
+    else:
+        model_args, data_args, train_args, lora_args = parser.parse_args_into_dataclasses(argv)
+    if not data_args.data:
+        parser.error("--data is required (MIDI folders or files)")
+    if train_args.mixed_precision not in ("no", "bf16"):
+        parser.error(f"--mixed_precision must be 'no' or 'bf16', got {train_args.mixed_precision!r}")
+    if train_args.num_threads:
+        torch.set_num_threads(train_args.num_threads)
+
+    output_dir = Path(train_args.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    accelerator = Accelerator(gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+                              mixed_precision=train_args.mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    set_seed(train_args.seed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        (output_dir / "train_args.json").write_text(json.dumps(
+            {"model": asdict(model_args), "data": asdict(data_args), "train": asdict(train_args),
+             "lora": asdict(lora_args), "command": " ".join([Path(sys.argv[0]).name, *argv])}, indent=2))
+
+    # ---- data
+    tokenizer = (MidiEventTransformerTokenizer.from_pretrained(model_args.init_from) if model_args.init_from
+                 else MidiEventTransformerTokenizer())
+    sources = data_args.data
+    if data_args.max_files:
+        from midi_event_transformer.data import find_midi_files
+
+        sources = find_midi_files(sources)[:data_args.max_files]
+    with accelerator.main_process_first():
+        dataset = tokenize_midi_dataset(sources, tokenizer, cache_dir=data_args.cache_dir or output_dir / "cache",
+                                        num_proc=data_args.num_proc, quality_filter=data_args.quality_filter,
+                                        report_path=output_dir / "skipped_files.json")
+    splits = split_by_file(dataset, data_args.validation_fraction)
+    logger.info("files: %d train, %d validation", len(splits["train"]), len(splits["validation"]))
+    train_set = MidiWindowDataset(splits["train"], data_args.max_events, tokenizer=tokenizer,
+                                  augment=data_args.augment, seed=train_args.seed)
+    val_rows = [r.reshape(-1, 8) for r in splits["validation"].with_format("numpy")["input_ids"]]
+    loader = DataLoader(train_set, batch_size=train_args.batch_size, shuffle=True, drop_last=True,
+                        collate_fn=DataCollatorForMidiEvents())
+    if len(loader) == 0:
+        raise ValueError(f"{len(train_set)} training files is fewer than one batch of {train_args.batch_size}")
+
+    # ---- model and optimisation
+    model = build_model(model_args)
+    if lora_args.lora:
+        model = add_lora_adapter(model, rank=lora_args.lora_rank, alpha=lora_args.lora_alpha,
+                                 dropout=lora_args.lora_dropout, target_modules=lora_args.lora_target_modules)
+    model.train()
+    optimizer = torch.optim.AdamW(optimizer_groups(model, train_args.weight_decay), lr=train_args.learning_rate,
+                                  betas=(0.9, 0.99), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(train_args.warmup_steps,
+                                                                             train_args.max_steps))
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(scheduler, progress)
+
+    if train_args.resume:
+        checkpoint = last_checkpoint(checkpoint_dir)
+        if checkpoint is None:
+            logger.warning("--resume: no checkpoint in %s, starting from scratch", checkpoint_dir)
+        else:
+            accelerator.load_state(str(checkpoint))
+            logger.info("resumed from %s (step %d)", checkpoint, progress.step)
+    metrics_path = output_dir / "metrics.jsonl"
+    if accelerator.is_main_process and not train_args.resume and metrics_path.exists():
+        metrics_path.unlink()
+
+    # ---- the loop
+    bar = tqdm(total=train_args.max_steps, initial=progress.step, disable=not accelerator.is_main_process,
+               desc="training")
+    started, elapsed_before = time.time(), progress.elapsed
+    window_loss, window_tokens, window_start = 0.0, 0, time.time()
+    stop = progress.step >= train_args.max_steps
+    while not stop:
+        loader.set_epoch(progress.epoch)
+        train_set.set_epoch(progress.epoch)
+        batches = accelerator.skip_first_batches(loader, progress.batch_in_epoch) if progress.batch_in_epoch else loader
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            progress.batch_in_epoch += 1
+            window_loss += loss.item()
+            window_tokens += 1
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            progress.step += 1
+            progress.elapsed = elapsed_before + time.time() - started
+            bar.update(1)
+            step = progress.step
+            if step % train_args.log_every == 0 or step == train_args.max_steps:
+                loss_mean = accelerator.reduce(torch.tensor(window_loss / window_tokens,
+                                                            device=accelerator.device), "mean").item()
+                events = train_args.log_every * train_args.batch_size * train_args.gradient_accumulation_steps \
+                    * data_args.max_events * accelerator.num_processes
+                record = {"step": step, "loss": loss_mean, "lr": scheduler.get_last_lr()[0],
+                          "elapsed_s": round(progress.elapsed, 1),
+                          "events_per_s": round(events / (time.time() - window_start), 1)}
+                bar.set_postfix(loss=f"{loss_mean:.3f}")
+                if accelerator.is_main_process:
+                    write_metrics(metrics_path, record)
+                window_loss, window_tokens, window_start = 0.0, 0, time.time()
+            out_of_time = (train_args.max_train_minutes is not None
+                           and progress.elapsed > 60 * train_args.max_train_minutes)
+            stop = step >= train_args.max_steps or out_of_time
+            if train_args.eval_every and (step % train_args.eval_every == 0) and val_rows:
+                if accelerator.is_main_process:
+                    songs = val_rows[:train_args.eval_max_songs] if train_args.eval_max_songs else val_rows
+                    record = {"step": step, **validate(accelerator.unwrap_model(model), songs, train_args.batch_size)}
+                    logger.info("validation %s", record)
+                    write_metrics(metrics_path, record)
+            if train_args.sample_every and step % train_args.sample_every == 0 and accelerator.is_main_process:
+                write_samples(accelerator.unwrap_model(model), tokenizer, output_dir / "samples", step,
+                              train_args.sample_events, train_args.seed)
+            if (train_args.save_every and step % train_args.save_every == 0) or stop:
+                accelerator.save_state(str(checkpoint_dir / f"step_{step:06d}"))
+                if accelerator.is_main_process:
+                    old = sorted(checkpoint_dir.glob("step_*"))[:-train_args.keep_checkpoints]
+                    for path in old:
+                        shutil.rmtree(path, ignore_errors=True)
+            if stop:
+                break
+        else:
+            progress.epoch += 1
+            progress.batch_in_epoch = 0
+    bar.close()
+
+    # ---- final save
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    final_dir = output_dir / "final"
+    model = accelerator.unwrap_model(model)
+    model.save_pretrained(final_dir)
+    tokenizer.save_pretrained(final_dir)
+    draw_training_curve(metrics_path, output_dir / "training_curve.png")
+    evaluation = None
+    if train_args.final_eval and val_rows:
+        model.eval()
+        evaluation = evaluate_nll(model, val_rows, batch_size=train_args.batch_size, progress=True)
+        write_metrics(metrics_path, {"step": progress.step, "final": True, **evaluation.to_dict()})
+        logger.info("final validation: %s", evaluation.to_dict())
+    from midi_event_transformer.model_card import write_model_card
+
+    training = {"steps": progress.step, "wall_time_minutes": round(progress.elapsed / 60, 1),
+                "batch": f"{train_args.batch_size} windows x {data_args.max_events} events",
+                "learning_rate": train_args.learning_rate, "mixed_precision": train_args.mixed_precision,
+                "processes": accelerator.num_processes}
+    command = json.loads((output_dir / "train_args.json").read_text())["command"]
+    card_fields = {"training": training, "training_command": f"python scripts/{command}"}
+    if evaluation is not None:
+        card_fields["evaluation"] = evaluation
+    try:
+        write_model_card(final_dir, adapter=lora_args.lora, **card_fields)
+    except (TypeError, ValueError) as err:  # the card is documentation: never lose a trained model over it
+        logger.warning("model card not written: %s", err)
+    logger.info("saved %s (%d steps, %.1f min)", final_dir, progress.step, progress.elapsed / 60)
+    if math.isnan(window_loss):
+        raise RuntimeError("training diverged (NaN loss)")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ Errors the user can fix (bad arguments, unreadable MIDI) print one line on stder
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 
@@ -240,12 +241,61 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- prepare
+def _add_prepare(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prepare", help="tokenize MIDI files into a dataset for training",
+        description="Tokenize MIDI files (folders are searched recursively) into a datasets.DatasetDict with a "
+                    "train and a validation split (by file), saved with save_to_disk; load it with "
+                    "datasets.load_from_disk(DIR). Files that cannot be read are skipped and listed in "
+                    "DIR/skipped_files.json.")
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="MIDI folders or files")
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="where to save the dataset")
+    parser.add_argument("--validation-fraction", type=float, default=0.05, metavar="F",
+                        help="share of files in the validation split, chosen by a hash of the file name "
+                             "(default 0.05)")
+    parser.add_argument("--num-proc", type=int, default=None, metavar="N", help="tokenizing processes")
+    parser.add_argument("--quality-filter", action="store_true",
+                        help="also skip files that fail the reference's quality filter")
+    parser.add_argument("--no-optimise", action="store_true",
+                        help="keep the files' own tracks and channels (optimise_midi=False)")
+    parser.set_defaults(handler=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data import split_by_file, tokenize_midi_dataset
+    from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+
+    if args.num_proc is not None and args.num_proc < 1:
+        raise _UsageError(f"--num-proc must be >= 1, got {args.num_proc}")
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise _UsageError(f"--output-dir {output_dir} is a file, not a directory")
+    tokenizer = MidiEventTransformerTokenizer(optimise_midi=not args.no_optimise)
+    report = output_dir / "skipped_files.json"
+    try:
+        dataset = tokenize_midi_dataset(args.sources, tokenizer, num_proc=args.num_proc,
+                                        quality_filter=args.quality_filter, report_path=report)
+        splits = split_by_file(dataset, args.validation_fraction)
+    except (ValueError, FileNotFoundError) as error:
+        raise _UsageError(_one_line(error)) from error
+    splits.save_to_disk(str(output_dir))
+    skipped = json.loads(report.read_text())["skipped"]
+    events = sum(dataset["num_events"])
+    print(f"{len(dataset)} files tokenized ({events} events incl. BOS/EOS rows), {skipped} skipped "
+          f"(listed in {report}); train {len(splits['train'])} files, validation {len(splits['validation'])} files")
+    print(f"saved to {output_dir} (datasets.load_from_disk)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 class _UsageError(Exception):
     """A user error found after argument parsing (printed as one line, exit status 2)."""
 
 
-_SUBCOMMANDS: list[Callable] = [_add_tokenize, _add_generate, _add_convert]
+_SUBCOMMANDS: list[Callable] = [_add_tokenize, _add_generate, _add_prepare, _add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,6 +75,8 @@ class TrainArguments:
     warmup_steps: int = 100
     max_steps: int = 1000
     max_train_minutes: float | None = field(default=None, metadata={"help": "stop cleanly (with a final save) after this"})
+    stop_at_step: int | None = field(default=None, metadata={
+        "help": "checkpoint and exit at this step without finishing (continue later with --resume)"})
     max_grad_norm: float = 1.0
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16"})
     num_threads: int | None = None
@@ -315,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
                 window_loss, window_tokens, window_start = 0.0, 0, time.time()
             out_of_time = (train_args.max_train_minutes is not None
                            and progress.elapsed > 60 * train_args.max_train_minutes)
-            stop = step >= train_args.max_steps or out_of_time
+            pause = train_args.stop_at_step is not None and step >= train_args.stop_at_step
+            stop = step >= train_args.max_steps or out_of_time or pause
             if train_args.eval_every and (step % train_args.eval_every == 0) and val_rows:
                 if accelerator.is_main_process:
                     songs = val_rows[:train_args.eval_max_songs] if train_args.eval_max_songs else val_rows
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- final save
     accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
+    if not accelerator.is_main_process or progress.step == train_args.stop_at_step != train_args.max_steps:
         return
     final_dir = output_dir / "final"
     model = accelerator.unwrap_model(model)

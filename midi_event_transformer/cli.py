@@ -246,8 +246,8 @@ def _add_prepare(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare", help="tokenize MIDI files into a dataset for training",
         description="Tokenize MIDI files (folders are searched recursively) into a datasets.DatasetDict with a "
-                    "train and a validation split (by file), saved with save_to_disk; load it with "
-                    "datasets.load_from_disk(DIR). Files that cannot be read are skipped and listed in "
+                    "train and a validation split (by file; an empty split is left out), saved with save_to_disk; "
+                    "load it with datasets.load_from_disk(DIR). Files that cannot be read are skipped and listed in "
                     "DIR/skipped_files.json.")
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="MIDI folders or files")
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="where to save the dataset")
@@ -270,6 +270,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
     if args.num_proc is not None and args.num_proc < 1:
         raise _UsageError(f"--num-proc must be >= 1, got {args.num_proc}")
+    if not 0 <= args.validation_fraction < 1:
+        raise _UsageError(f"--validation-fraction must be in [0, 1), got {args.validation_fraction}")
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise _UsageError(f"--output-dir {output_dir} is a file, not a directory")
@@ -281,11 +283,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
         splits = split_by_file(dataset, args.validation_fraction)
     except (ValueError, FileNotFoundError) as error:
         raise _UsageError(_one_line(error)) from error
+    sizes = ", ".join(f"{name} {len(split)} files" for name, split in splits.items())
+    for name in [name for name, split in splits.items() if len(split) == 0]:
+        del splits[name]  # datasets cannot load back a saved split without rows
     splits.save_to_disk(str(output_dir))
     skipped = json.loads(report.read_text())["skipped"]
     events = sum(dataset["num_events"])
     print(f"{len(dataset)} files tokenized ({events} events incl. BOS/EOS rows), {skipped} skipped "
-          f"(listed in {report}); train {len(splits['train'])} files, validation {len(splits['validation'])} files")
+          f"(listed in {report}); {sizes}")
     print(f"saved to {output_dir} (datasets.load_from_disk)")
     return 0
 

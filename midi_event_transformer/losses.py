@@ -35,11 +35,12 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         valid = targets != IGNORE_INDEX
         count = int(valid.sum())
         dtype = compute_dtype or hidden.dtype
+        accumulate = torch.promote_types(hidden.dtype, torch.float32)  # softmax / sums: float32 at least
         w = weight.to(dtype)
         grad_hidden = torch.zeros_like(hidden) if hidden.requires_grad else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
+        grad_weight = torch.zeros(weight.shape, dtype=accumulate, device=weight.device) \
             if weight.requires_grad else None
-        total = hidden.new_zeros((), dtype=torch.float32)
+        total = hidden.new_zeros((), dtype=accumulate)
         scale = 1.0 / max(count, 1)
         for start in range(0, hidden.shape[0], chunk_size):
             stop = min(start + chunk_size, hidden.shape[0])
@@ -48,7 +49,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 continue
             h = hidden[start:stop].index_select(0, rows).to(dtype)  # (c, H)
             t = targets[start:stop].index_select(0, rows)  # (c,)
-            logits = (h @ w.t()).float()  # (c, V)
+            logits = (h @ w.t()).to(accumulate)  # (c, V)
             lse = torch.logsumexp(logits, dim=-1)  # (c,)
             total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
             if grad_hidden is None and grad_weight is None:
@@ -60,7 +61,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             if grad_hidden is not None:
                 grad_hidden.index_add_(0, rows + start, (grad_c @ w).to(hidden.dtype))
             if grad_weight is not None:
-                grad_weight += (grad_c.t() @ h).float()
+                grad_weight += (grad_c.t() @ h).to(accumulate)
         ctx.save_for_backward(grad_hidden if grad_hidden is not None else hidden.new_empty(0),
                               grad_weight if grad_weight is not None else weight.new_empty(0))
         ctx.has = (grad_hidden is not None, grad_weight is not None)
@@ -88,7 +89,7 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targe
         chunk_size: rows per chunk (memory ~ chunk_size x V floats).
 
     Returns:
-        a scalar float32 tensor; 0 when every target is ignored.
+        a scalar tensor (float32; float64 for float64 inputs); 0 when every target is ignored.
     """
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(f"targets {tuple(targets.shape)} must match hidden's leading dims {tuple(hidden.shape[:-1])}")
@@ -102,4 +103,31 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targe
                                               targets.reshape(-1), chunk_size, compute_dtype)
 
 
-__all__ = ["IGNORE_INDEX", "fused_linear_cross_entropy"]
+def flat_causal_lm_targets(labels: torch.Tensor, pad_token_id: int, tokens_per_event: int,
+                           label_offset: int = 0) -> torch.Tensor:
+    """The target of each flat position: ``labels`` shifted left by one, pad and -100 -> -100, and the first
+    event's own tokens (absolute positions < ``tokens_per_event``; ``label_offset`` is the absolute position of
+    ``labels[:, 0]``) ignored: they have no previous event state. Shape (B, L) -> (B, L)."""
+    targets = torch.full_like(labels, IGNORE_INDEX)
+    targets[:, :-1] = labels[:, 1:]
+    targets = targets.masked_fill(targets == pad_token_id, IGNORE_INDEX)
+    first_context = max(0, tokens_per_event - 1 - label_offset)
+    if first_context:
+        targets[:, :first_context] = IGNORE_INDEX
+    return targets
+
+
+def fused_flat_causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, pad_token_id: int,
+                              tokens_per_event: int, label_offset: int = 0, chunk_size: int = 2048) -> torch.Tensor:
+    """``flat_causal_lm_loss(lm_head(hidden), labels, ...)`` of the model, without the logits.
+
+    Args:
+        hidden (`torch.Tensor` of shape `(B, L, H)`): the token transformer's output (what ``lm_head`` reads).
+        weight (`torch.Tensor` of shape `(V, H)`): ``lm_head.weight``.
+        labels (`torch.LongTensor` of shape `(B, L)`): ``input_ids`` with pad (or -100) where nothing is scored.
+    """
+    targets = flat_causal_lm_targets(labels, pad_token_id, tokens_per_event, label_offset)
+    return fused_linear_cross_entropy(hidden, weight, targets, chunk_size=chunk_size)
+
+
+__all__ = ["IGNORE_INDEX", "flat_causal_lm_targets", "fused_flat_causal_lm_loss", "fused_linear_cross_entropy"]

@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""Training-step speed of MidiEventTransformerForCausalLM, and side by side the reference's, as JSON.
+
+One step = forward + loss + backward + gradient clipping + AdamW step on a batch of real POP909 windows
+(default 4 x 512 events, "small" config, 2 threads). Variants of ours: fp32 and bf16 autocast, each with the
+model's own loss (logits + cross entropy) and with ``losses.fused_flat_causal_lm_loss`` (no logits kept).
+The variants run interleaved, round after round, so load changes on a shared machine hit them alike; the
+figure kept is each variant's median step.
+
+    python scripts/bench_train.py --reference-dir /tmp/skytnt_ref > bench_train.json
+
+``--reference-dir`` is a checkout of SkyTNT/midi-model: its ``midi_model.py`` is imported from there
+(nothing of it is in this repository); its step is written here from its training script's recipe
+(event transformer on events 0..E-2, token transformer on each next event, mean cross entropy without pad).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def _versions() -> dict[str, Any]:
+    import accelerate
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "numpy": np.__version__, "platform": platform.platform(),
+            "cpu_count": os.cpu_count()}
+
+
+def load_batch(batch: int, events: int, seed: int = 0) -> torch.Tensor:
+    """(batch, events, 8) ids: windows of real POP909 songs (tokenized with our tokenizer), random starts."""
+    from midi_event_transformer import MidiEventTransformerTokenizer
+
+    folder = SHARED / "midi" / "pop909"
+    files = sorted(folder.glob("*.mid"))
+    if not files:
+        raise SystemExit(f"no POP909 files in {folder}")
+    tokenizer = MidiEventTransformerTokenizer()
+    rng = np.random.default_rng(seed)
+    windows = []
+    for path in files:
+        rows = tokenizer.encode_midi(path)
+        if len(rows) >= events:
+            start = int(rng.integers(0, len(rows) - events + 1))
+            windows.append(rows[start:start + events])
+        if len(windows) == batch:
+            break
+    return torch.from_numpy(np.stack(windows)).long()
+
+
+def our_model(config_name: str):
+    from midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerForCausalLM
+
+    torch.manual_seed(0)
+    return MidiEventTransformerForCausalLM(MidiEventTransformerConfig.from_name(config_name)).train()
+
+
+def reference_model(reference_dir: str, config_name: str, state_dict: dict):
+    sys.path.insert(0, reference_dir)
+    import midi_model  # the reference's own module, from the given checkout
+
+    if config_name == "small":
+        config = midi_model.MIDIModelConfig.get_config(n_layer=4, n_head=4, n_embd=256, n_inner=1024)
+    else:
+        config = midi_model.MIDIModelConfig.from_name(config_name)
+    model = midi_model.MIDIModel(config)
+    model.load_state_dict(state_dict)  # same parameter names: same weights as ours
+    return model.train()
+
+
+def optimizer_for(model: torch.nn.Module) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
+                             lr=2e-4, betas=(0.9, 0.99), eps=1e-8)
+
+
+def our_loss(model, batch: torch.Tensor, fused: bool) -> torch.Tensor:
+    from midi_event_transformer.losses import fused_flat_causal_lm_loss
+    from midi_event_transformer.vocabulary import PAD_ID, TOKENS_PER_EVENT
+
+    ids = batch.view(batch.shape[0], -1)  # (B, E*8)
+    labels = ids.masked_fill(ids == PAD_ID, -100)
+    if not fused:
+        return model(input_ids=ids, labels=labels).loss
+    # what the proposed model patch does: skip lm_head in forward, score the token hidden states directly
+    lm_head = model.lm_head
+    model.lm_head = torch.nn.Identity()
+    try:
+        hidden = model(input_ids=ids).logits  # (B, E*8, H): the token transformer's output
+    finally:
+        model.lm_head = lm_head
+    return fused_flat_causal_lm_loss(hidden, lm_head.weight, labels, PAD_ID, TOKENS_PER_EVENT)
+
+
+def reference_loss(model, batch: torch.Tensor) -> torch.Tensor:
+    from midi_event_transformer.vocabulary import PAD_ID
+
+    inputs, following = batch[:, :-1], batch[:, 1:]  # events 0..E-2 predict events 1..E-1
+    hidden = model.forward(inputs).reshape(-1, model.config.n_embd)  # (B*(E-1), H)
+    following = following.reshape(-1, following.shape[-1])  # (B*(E-1), 8)
+    logits = model.forward_token(hidden, following[:, :-1])  # (B*(E-1), 8, V)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), following.reshape(-1), ignore_index=PAD_ID)
+
+
+def make_step(model, loss_fn: Callable[[], torch.Tensor], bf16: bool) -> Callable[[], float]:
+    optimizer = optimizer_for(model)
+
+    def step() -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="small")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--events", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="timed steps per variant (interleaved)")
+    parser.add_argument("--reference-dir", help="checkout of SkyTNT/midi-model to measure side by side")
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="subset of: reference-fp32 reference-bf16 ours-fp32 ours-fp32-fused ours-bf16 ours-bf16-fused")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+    batch = load_batch(args.batch, args.events)
+    variants: dict[str, Callable[[], float]] = {}
+    initial = our_model(args.config).state_dict()
+    losses_at_start: dict[str, float] = {}
+    wanted = set(args.variants) if args.variants else None
+
+    def add(name: str, build: Callable[[], Callable[[], float]]) -> None:
+        if wanted is None or name in wanted:
+            variants[name] = build()
+
+    def ours(fused: bool, bf16: bool) -> Callable[[], float]:
+        model = our_model(args.config)
+        model.load_state_dict(initial)
+        return make_step(model, lambda: our_loss(model, batch, fused), bf16)
+
+    if args.reference_dir:
+        def reference(bf16: bool) -> Callable[[], float]:
+            model = reference_model(os.path.abspath(args.reference_dir), args.config, initial)
+            return make_step(model, lambda: reference_loss(model, batch), bf16)
+
+        add("reference-fp32", lambda: reference(False))
+        add("reference-bf16", lambda: reference(True))
+    add("ours-fp32", lambda: ours(False, False))
+    add("ours-fp32-fused", lambda: ours(True, False))
+    add("ours-bf16", lambda: ours(False, True))
+    add("ours-bf16-fused", lambda: ours(True, True))
+
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for name, step in variants.items():  # warm-up; the first loss is the same weights on the same batch
+        losses_at_start[name] = round(step(), 6)
+    for _ in range(args.rounds):
+        for name, step in variants.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+
+    events = args.batch * args.events
+    runs = {name: {"s_per_step": round(statistics.median(t), 3), "min_s": round(min(t), 3),
+                   "events_per_s": round(events / statistics.median(t), 1), "first_loss": losses_at_start[name]}
+            for name, t in times.items()}
+    ratios = {}
+    if "reference-fp32" in runs:
+        base = runs["reference-fp32"]["s_per_step"]
+        ratios = {name: round(base / run["s_per_step"], 2) for name, run in runs.items() if name != "reference-fp32"}
+    print(json.dumps({"settings": {"config": args.config, "batch": args.batch, "events": args.events,
+                                   "threads": args.threads, "rounds": args.rounds, "optimizer": "AdamW",
+                                   "data": "POP909 windows (our tokenizer)"},
+                      "versions": _versions(), "runs": runs, "speedup_vs_reference_fp32": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -44,8 +44,8 @@ def _versions() -> dict[str, Any]:
             "cpu_count": os.cpu_count()}
 
 
-def load_batch(batch: int, events: int, seed: int = 0) -> torch.Tensor:
-    """(batch, events, 8) ids: windows of real POP909 songs (tokenized with our tokenizer), random starts."""
+def load_batches(count: int, batch: int, events: int, seed: int = 0) -> list[torch.Tensor]:
+    """``count`` batches (batch, events, 8) of windows of distinct POP909 songs (our tokenizer), random starts."""
     from midi_event_transformer import MidiEventTransformerTokenizer
 
     folder = SHARED / "midi" / "pop909"
@@ -60,9 +60,12 @@ def load_batch(batch: int, events: int, seed: int = 0) -> torch.Tensor:
         if len(rows) >= events:
             start = int(rng.integers(0, len(rows) - events + 1))
             windows.append(rows[start:start + events])
-        if len(windows) == batch:
+        if len(windows) == count * batch:
             break
-    return torch.from_numpy(np.stack(windows)).long()
+    if len(windows) < count * batch:
+        raise SystemExit(f"only {len(windows)} POP909 songs have {events} events; need {count * batch}")
+    stacked = torch.from_numpy(np.stack(windows)).long()  # (count*batch, events, 8)
+    return list(stacked.split(batch))
 
 
 def our_model(config_name: str):
@@ -120,12 +123,14 @@ def reference_loss(model, batch: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), following.reshape(-1), ignore_index=PAD_ID)
 
 
-def make_step(model, loss_fn: Callable[[], torch.Tensor], bf16: bool) -> Callable[[], float]:
+def make_step(model, loss_fn: Callable[[torch.Tensor], torch.Tensor], bf16: bool,
+              batch: torch.Tensor) -> Callable[..., float]:
+    """A training step on ``batch`` (or on the batch passed to it)."""
     optimizer = optimizer_for(model)
 
-    def step() -> float:
+    def step(data: torch.Tensor | None = None) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn()
+            loss = loss_fn(batch if data is None else data)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -143,13 +148,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5, help="timed steps per variant (interleaved)")
     parser.add_argument("--reference-dir", help="checkout of SkyTNT/midi-model to measure side by side")
+    parser.add_argument("--curve-steps", type=int, default=0,
+                        help="also train fp32 and bf16 (fused loss) for this many steps on distinct batches and "
+                             "compare their loss curves")
     parser.add_argument("--variants", nargs="*", default=None,
                         help="subset of: reference-fp32 reference-bf16 ours-fp32 ours-fp32-fused ours-bf16 ours-bf16-fused")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-    batch = load_batch(args.batch, args.events)
+    batch = load_batches(1, args.batch, args.events)[0]
     variants: dict[str, Callable[[], float]] = {}
     initial = our_model(args.config).state_dict()
     losses_at_start: dict[str, float] = {}
@@ -162,12 +170,12 @@ def main() -> None:
     def ours(fused: bool, bf16: bool) -> Callable[[], float]:
         model = our_model(args.config)
         model.load_state_dict(initial)
-        return make_step(model, lambda: our_loss(model, batch, fused), bf16)
+        return make_step(model, lambda data: our_loss(model, data, fused), bf16, batch)
 
     if args.reference_dir:
         def reference(bf16: bool) -> Callable[[], float]:
             model = reference_model(os.path.abspath(args.reference_dir), args.config, initial)
-            return make_step(model, lambda: reference_loss(model, batch), bf16)
+            return make_step(model, lambda data: reference_loss(model, data), bf16, batch)
 
         add("reference-fp32", lambda: reference(False))
         add("reference-bf16", lambda: reference(True))
@@ -193,10 +201,28 @@ def main() -> None:
     if "reference-fp32" in runs:
         base = runs["reference-fp32"]["s_per_step"]
         ratios = {name: round(base / run["s_per_step"], 2) for name, run in runs.items() if name != "reference-fp32"}
-    print(json.dumps({"settings": {"config": args.config, "batch": args.batch, "events": args.events,
-                                   "threads": args.threads, "rounds": args.rounds, "optimizer": "AdamW",
-                                   "data": "POP909 windows (our tokenizer)"},
-                      "versions": _versions(), "runs": runs, "speedup_vs_reference_fp32": ratios}, indent=2))
+    report = {"settings": {"config": args.config, "batch": args.batch, "events": args.events,
+                           "threads": args.threads, "rounds": args.rounds, "optimizer": "AdamW lr 2e-4",
+                           "data": "POP909 windows (our tokenizer)"},
+              "versions": _versions(), "runs": runs, "speedup_vs_reference_fp32": ratios}
+    if args.curve_steps:
+        report["loss_curves"] = loss_curves(initial, args)
+    print(json.dumps(report, indent=2))
+
+
+def loss_curves(initial: dict, args: argparse.Namespace) -> dict[str, Any]:
+    """fp32 and bf16-autocast training from the same weights on the same distinct batches: both curves."""
+    batches = load_batches(args.curve_steps, args.batch, args.events, seed=1)
+    curves = {}
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        model = our_model(args.config)
+        model.load_state_dict(initial)
+        step = make_step(model, lambda data, m=model: our_loss(m, data, True), bf16, batches[0])
+        curves[name] = [round(step(data), 4) for data in batches]
+    diffs = [abs(a - b) for a, b in zip(curves["fp32"], curves["bf16"], strict=True)]
+    tail = max(1, len(diffs) // 3)
+    return {**curves, "max_abs_diff": round(max(diffs), 4), "mean_abs_diff": round(sum(diffs) / len(diffs), 4),
+            "last_third_mean": {name: round(sum(c[-tail:]) / tail, 4) for name, c in curves.items()}}
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_small_model_loss_falls(song_files, tmp_path):
         "--save_every", "0", "--final_eval", "false"])
     losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
     assert len(losses) == 10
-    assert losses[0] > 7.0  # ~ln(3406)-ish at the start
+    assert losses[0] > 5.0  # mean of the first 10 steps, from ~8.1 (ln 3406)
     assert losses[-1] < losses[0] - 2.5, losses  # clearly learning
     model = MidiEventTransformerForCausalLM.from_pretrained(out / "final")
     assert model.config.event_config.num_hidden_layers == 4

@@ -144,7 +144,7 @@ def tokenize_midi_dataset(
     encoded = raw.map(_encode_example, fn_kwargs={"tokenizer": tokenizer, "quality_filter": quality_filter},
                       num_proc=num_proc, features=features, desc="Tokenizing MIDI", **map_kwargs)
 
-    errors = [(name, err) for name, err in zip(encoded["name"], encoded["error"]) if err is not None]
+    errors = [(name, err) for name, err in zip(encoded["name"], encoded["error"], strict=True) if err is not None]
     if errors:
         logger.warning("skipped %d of %d MIDI files (first: %s: %s)", len(errors), len(encoded), *errors[0])
     if report_path is not None:

@@ -13,6 +13,7 @@ exact ``--resume`` (same seed: same loss curve). The final model is written with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -89,6 +90,9 @@ class TrainArguments:
     sample_events: int = 64
     resume: bool = False
     final_eval: bool = True
+    record_batches: bool = field(default=False, metadata={
+        "help": "write <output_dir>/batches_rank<i>.json per process: the sha1 of each batch's input_ids and, at "
+                "the end, of the weights (to check that processes see different data and stay in sync)"})
 
 
 @dataclass
@@ -147,6 +151,17 @@ def last_checkpoint(checkpoint_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def sha1_of_tensors(tensors: dict[str, torch.Tensor] | torch.Tensor) -> str:
+    """A stable digest of a tensor or a state dict (names, shapes, dtypes and values)."""
+    digest = hashlib.sha1()
+    items = sorted(tensors.items()) if isinstance(tensors, dict) else [("", tensors)]
+    for name, tensor in items:
+        tensor = tensor.detach().cpu()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
+        digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def write_metrics(path: Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -166,9 +181,9 @@ def draw_training_curve(metrics_path: Path, png_path: Path) -> None:
     val = [(r["step"], r["val_per_token_nll"]) for r in records if "val_per_token_nll" in r]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if train:
-        ax.plot(*zip(*train), label="train loss (per token)", alpha=0.6)
+        ax.plot(*zip(*train, strict=True), label="train loss (per token)", alpha=0.6)
     if val:
-        ax.plot(*zip(*val), "o-", label="validation NLL (per token)")
+        ax.plot(*zip(*val, strict=True), "o-", label="validation NLL (per token)")
     ax.set_xlabel("step")
     ax.set_ylabel("nats")
     ax.grid(alpha=0.3)
@@ -280,12 +295,15 @@ def main(argv: list[str] | None = None) -> None:
                desc="training")
     started, elapsed_before = time.time(), progress.elapsed
     window_loss, window_tokens, window_start = 0.0, 0, time.time()
+    batch_hashes: list[str] = []
     stop = progress.step >= train_args.max_steps
     while not stop:
         loader.set_epoch(progress.epoch)
         train_set.set_epoch(progress.epoch)
         batches = accelerator.skip_first_batches(loader, progress.batch_in_epoch) if progress.batch_in_epoch else loader
         for batch in batches:
+            if train_args.record_batches:
+                batch_hashes.append(sha1_of_tensors(batch["input_ids"]))
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -343,6 +361,11 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- final save
     accelerator.wait_for_everyone()
+    if train_args.record_batches:
+        record = {"rank": accelerator.process_index, "num_processes": accelerator.num_processes,
+                  "step": progress.step, "batches": batch_hashes,
+                  "weights": sha1_of_tensors(accelerator.unwrap_model(model).state_dict())}
+        (output_dir / f"batches_rank{accelerator.process_index}.json").write_text(json.dumps(record, indent=1))
     if not accelerator.is_main_process or progress.step == train_args.stop_at_step != train_args.max_steps:
         return
     final_dir = output_dir / "final"

@@ -92,7 +92,7 @@ def test_second_call_uses_the_cache(midi_folder, tmp_path):
     assert CountingTokenizer.calls == 5  # nothing tokenized again
     assert sorted(cache.glob("midi-tokens-*.arrow")) == arrow_files and arrow_files[0].stat().st_mtime_ns == mtime
     assert first["name"] == second["name"]
-    assert all(np.array_equal(a, b) for a, b in zip(first["input_ids"], second["input_ids"]))
+    assert all(np.array_equal(a, b) for a, b in zip(first["input_ids"], second["input_ids"], strict=True))
     # a changed input is a different cache entry: tokenized again
     (midi_folder / "notes.mid").unlink()
     third = tokenize_midi_dataset(midi_folder, CountingTokenizer(), cache_dir=cache, num_proc=None)

@@ -123,15 +123,18 @@ def _check_weights(state: dict[str, Any], config: MidiEventTransformerConfig) ->
         raise ValueError("reference checkpoint does not match its config: " + "; ".join(problems))
 
 
-def convert_skytnt_checkpoint(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) -> Path:
+def convert_skytnt_checkpoint(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, *,
+                              source_repo_id: str | None = None) -> Path:
     """Convert a SkyTNT/midi-model checkpoint directory into our format.
 
     Writes ``config.json`` (with ``auto_map``), ``model.safetensors`` (same tensors and dtype), the modeling
-    code, ``generation_config.json`` and, when the tokenizer module is available, the tokenizer files.
+    code, ``generation_config.json``, a model card (README.md) and, when the tokenizer module is available, the tokenizer files.
 
     Args:
         src_dir: directory with the reference's ``config.json`` and ``model.safetensors``.
         dst_dir: output directory (created).
+        source_repo_id: the Hub id the checkpoint came from (e.g. ``"skytnt/midi-model-tv2o-medium"``), named
+            in the model card as its base model.
 
     Returns:
         ``dst_dir`` as a Path.
@@ -165,6 +168,11 @@ def convert_skytnt_checkpoint(src_dir: str | os.PathLike, dst_dir: str | os.Path
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
     _save_tokenizer(dst, optimise_midi)
+    from .model_card import write_model_card
+
+    write_model_card(dst, config=config, converted_from=source_repo_id, dtype=str(dtype).removeprefix("torch."),
+                     summary=f"A SkyTNT/midi-model checkpoint ({source_repo_id or src.name}) converted to "
+                             "midi-event-transformer's format (same weights and dtype).")
     return dst
 
 

@@ -135,7 +135,7 @@ def make_step(model, loss_fn: Callable[[torch.Tensor], torch.Tensor], bf16: bool
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step
 

@@ -18,9 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="reference directory (config.json + model.safetensors, or a LoRA adapter)")
     parser.add_argument("dst", help="output directory")
     parser.add_argument("--lora", action="store_true", help="convert a LoRA adapter for peft.PeftModel")
+    parser.add_argument("--source-repo-id", default=None,
+                        help="Hub id the checkpoint came from, named in the model card (e.g. skytnt/midi-model-tv2o-medium)")
     args = parser.parse_args(argv)
     try:
-        out = (convert_skytnt_lora if args.lora else convert_skytnt_checkpoint)(args.src, args.dst)
+        if args.lora:
+            out = convert_skytnt_lora(args.src, args.dst)
+        else:
+            out = convert_skytnt_checkpoint(args.src, args.dst, source_repo_id=args.source_repo_id)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.wait_for_everyone()
     if train_args.record_batches:
         record = {"rank": accelerator.process_index, "num_processes": accelerator.num_processes,
+                  "distributed_type": str(accelerator.distributed_type), "backend": accelerator.state.backend,
                   "step": progress.step, "batches": batch_hashes,
                   "weights": sha1_of_tensors(accelerator.unwrap_model(model).state_dict())}
         (output_dir / f"batches_rank{accelerator.process_index}.json").write_text(json.dumps(record, indent=1))

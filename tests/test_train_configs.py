@@ -1,0 +1,45 @@
+"""The shipped training configs (scripts/configs/*.json) parse into scripts/train.py's argument dataclasses."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import HfArgumentParser
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO_ROOT / "scripts" / "configs").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def parser() -> HfArgumentParser:
+    spec = importlib.util.spec_from_file_location("train_script", REPO_ROOT / "scripts" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = train  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(train)
+    return HfArgumentParser((train.ModelArguments, train.DataArguments, train.TrainArguments, train.LoraArguments))
+
+
+def test_configs_are_shipped():
+    assert {p.name for p in CONFIGS} >= {"small_pop909.json", "lora_example.json"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_config_parses(parser, path):
+    model, data, train, lora = parser.parse_json_file(path)  # unknown keys raise ValueError
+    assert data.data and train.mixed_precision in ("no", "bf16") and train.max_steps > 0
+    assert all(Path(p).parts[:2] == ("..", "shared") for p in data.data)  # the corpus beside the repo, not in it
+    if path.name == "small_pop909.json":
+        assert (model.model, model.init_from, lora.lora) == ("small", None, False)
+        assert (train.batch_size, data.max_events) == (4, 512)
+    if path.name == "lora_example.json":
+        assert lora.lora and model.init_from and lora.lora_rank >= 1
+
+
+def test_unknown_key_is_rejected(parser, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"data": ["x"], "learning_rat": 0.1}')
+    with pytest.raises(ValueError, match="learning_rat"):
+        parser.parse_json_file(bad)

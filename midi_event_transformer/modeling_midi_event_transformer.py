@@ -35,6 +35,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
 from .configuration_midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerLevelConfig
+from .losses import fused_flat_causal_lm_loss
 
 
 # --------------------------------------------------------------------------------------------- building blocks
@@ -501,19 +502,26 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             token_hidden = token_hidden[:, -logits_to_keep:] if logits_to_keep else token_hidden
         else:
             token_hidden = token_hidden[:, logits_to_keep]
-        logits = self.lm_head(token_hidden)  # (B, n or kept, V)
+        # training with labels: the loss is computed chunk by chunk from the hidden states (losses.py), without
+        # the (B, n, V) logits (a third of a CPU step); eval mode, or an adapted lm_head, keeps the logits
+        fused_loss = labels is not None and self.training and type(self.lm_head) is nn.Linear
+        logits = None if fused_loss else self.lm_head(token_hidden)  # (B, n or kept, V)
 
         loss = None
         if labels is not None:
             labels = self._flat_input_ids(labels.masked_fill(labels == -100, self.config.pad_token_id))
-            if labels.shape != ids.shape or logits.shape[1] != n:
+            if labels.shape != ids.shape or token_hidden.shape[1] != n:
                 raise ValueError(f"labels must match input_ids {tuple(ids.shape)} and all logits must be kept, got "
                                  f"{tuple(labels.shape)}")
             if attention_mask is not None and past == 0:  # events after a padding event are context only
                 event_valid = attention_mask[:, ::k].bool()  # (B, ceil(n / K))
                 prev_valid = F.pad(event_valid[:, :-1], (1, 0), value=False).repeat_interleave(k, dim=1)[:, :n]
                 labels = labels.masked_fill(~prev_valid, self.config.pad_token_id)
-            loss = flat_causal_lm_loss(logits, labels, self.config.pad_token_id, k, label_offset=past)
+            if fused_loss:
+                loss = fused_flat_causal_lm_loss(token_hidden, self.lm_head.weight, labels, self.config.pad_token_id, k,
+                                                 label_offset=past)
+            else:
+                loss = flat_causal_lm_loss(logits, labels, self.config.pad_token_id, k, label_offset=past)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if use_cache else None)
 
     # ----------------------------------------------------------------- generation

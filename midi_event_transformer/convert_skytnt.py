@@ -168,7 +168,7 @@ def convert_skytnt_checkpoint(src_dir: str | os.PathLike, dst_dir: str | os.Path
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
     _save_tokenizer(dst, optimise_midi)
-    from .model_card import write_model_card
+    from midi_event_transformer.model_card import write_model_card  # absolute: not copied beside remote code
 
     write_model_card(dst, config=config, converted_from=source_repo_id, dtype=str(dtype).removeprefix("torch."),
                      summary=f"A SkyTNT/midi-model checkpoint ({source_repo_id or src.name}) converted to "

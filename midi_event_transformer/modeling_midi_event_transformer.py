@@ -22,6 +22,7 @@ so its checkpoints load 1:1.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -318,11 +319,23 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
-        """Save weights (safetensors), config and code; ``auto_map`` also names ``AutoModel``."""
+        """Save weights (safetensors), config, code and a model card; ``auto_map`` also names ``AutoModel``.
+
+        The card (README.md, from ``hub_cards/``) is written when the folder has none; training and conversion
+        overwrite it with what they know. A remote-code copy of this file (no package installed) writes no card.
+        """
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
         auto_map.setdefault("AutoModel", f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}")
         self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        card_path = os.path.join(save_directory, "README.md")
+        if kwargs.get("is_main_process", True) and not os.path.exists(card_path):
+            try:  # absolute import: transformers does not copy it next to the remote code
+                from midi_event_transformer.model_card import write_model_card
+            except ImportError:
+                return result
+            write_model_card(save_directory, config=self.config)
+        return result
 
     # ----------------------------------------------------------------- input checks
     def _flat_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:

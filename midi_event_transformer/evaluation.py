@@ -405,7 +405,7 @@ def draw_statistics_comparison(report: dict[str, Any], path_png: str | os.PathLi
     Raises:
         ImportError: matplotlib is not installed (the message says what to install).
     """
-    from .pianoroll import import_pyplot
+    from .pianoroll import import_pyplot, save_figure
 
     plt = import_pyplot()
     names = list(report["sets"])
@@ -438,10 +438,7 @@ def draw_statistics_comparison(report: dict[str, Any], path_png: str | os.PathLi
             axes.text(0.0, 0.5, "\n".join(lines), transform=axes.transAxes, va="center", fontsize="small")
         if title:
             figure.suptitle(title)
-        figure.tight_layout()
-        path_png = Path(path_png)
-        path_png.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path_png, format="png")
+        path_png = save_figure(figure, path_png)
     finally:
         plt.close(figure)
     return path_png

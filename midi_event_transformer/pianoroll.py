@@ -40,6 +40,15 @@ def import_pyplot():
     return plt
 
 
+def save_figure(figure, path_png: str | os.PathLike) -> Path:
+    """Lay out ``figure`` and write it as a PNG at ``path_png`` (parent folders created)."""
+    figure.tight_layout()
+    path_png = Path(path_png)
+    path_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path_png, format="png")
+    return path_png
+
+
 def pitch_name(pitch: int) -> str:
     """Scientific pitch name of a MIDI pitch: 60 -> ``"C4"``."""
     return f"{_PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
@@ -136,13 +145,10 @@ def draw_piano_roll(
         axes.grid(True, axis="both", alpha=0.25, linewidth=0.5)
         if title:
             axes.set_title(title)
-        figure.tight_layout()
-        path_png = Path(path_png)
-        path_png.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path_png, format="png")
+        path_png = save_figure(figure, path_png)
     finally:
         plt.close(figure)
     return path_png
 
 
-__all__ = ["draw_piano_roll", "pitch_name"]
+__all__ = ["draw_piano_roll", "pitch_name", "save_figure"]

@@ -69,7 +69,7 @@ class _LeanLayer:
     wrapped Linear layers (LoRA, int8) keep working since their own ``forward`` is what gets bound.
     """
 
-    def __init__(self, layer: nn.Module, use_sdpa: bool) -> None:
+    def __init__(self, layer: nn.Module) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.input_norm, self.post_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
         self.q, self.k, self.v, self.o = (_bound_linear(attn.q_proj), _bound_linear(attn.k_proj),
@@ -78,7 +78,7 @@ class _LeanLayer:
                                                    _bound_linear(mlp.down_proj), mlp.act_fn)
         self.head_dim, self.scale = attn.head_dim, attn.scaling
         self.gqa = attn.num_heads != attn.num_key_value_heads
-        self.attend = None if use_sdpa else attn.attend
+        self.attend = None if attn.implementation == "sdpa" else attn.attend
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KeyValueBuffer,
                  mask: torch.Tensor | None) -> torch.Tensor:
@@ -102,11 +102,10 @@ class _LeanModel:
     """The event step and token step of ``model`` on its cache, with pre-bound layers."""
 
     def __init__(self, model: Any, cache: MidiEventTransformerCache) -> None:
-        use_sdpa = model.config._attn_implementation != "eager"
         self.cache = cache
         self.event_embed, self.token_embed = model.net.embed_tokens.forward, model.net_token.embed_tokens.forward
-        self.event_layers = [_LeanLayer(layer, use_sdpa) for layer in model.net.layers]
-        self.token_layers = [_LeanLayer(layer, use_sdpa) for layer in model.net_token.layers]
+        self.event_layers = [_LeanLayer(layer) for layer in model.net.layers]
+        self.token_layers = [_LeanLayer(layer) for layer in model.net_token.layers]
         self.event_norm, self.token_norm = model.net.norm.forward, model.net_token.norm.forward
         self.event_rotary, self.token_rotary = model.net.rotary_emb, model.net_token.rotary_emb
 

@@ -49,19 +49,25 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 continue
             h = hidden[start:stop].index_select(0, rows).to(dtype)  # (c, H)
             t = targets[start:stop].index_select(0, rows)  # (c,)
-            logits = (h @ w.t()).to(accumulate)  # (c, V)
-            lse = torch.logsumexp(logits, dim=-1)  # (c,)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            logits = (h @ w.t()).to(accumulate)  # (c, V), a fresh tensor: turned into the softmax in place
+            target_logit = logits.gather(1, t[:, None])  # (c, 1)
+            peak = logits.amax(dim=-1, keepdim=True)  # (c, 1)
+            grad = logits.sub_(peak).exp_()  # exp(logits - peak): one pass serves the loss and the softmax
+            norm = grad.sum(dim=-1, keepdim=True)  # (c, 1)
+            total += (peak + norm.log() - target_logit).sum()  # logsumexp - target logit
             if grad_hidden is None and grad_weight is None:
                 continue
-            grad = torch.softmax(logits, dim=-1)  # d(loss)/d(logits) = (softmax - onehot) / count
+            grad.div_(norm)  # softmax; d(loss)/d(logits) = (softmax - onehot) / count
             grad.scatter_add_(1, t[:, None], grad.new_full((t.numel(), 1), -1.0))
-            grad.mul_(scale)
-            grad_c = grad.to(dtype)
+            grad_c = grad.to(dtype)  # the 1 / count scale is applied to the (smaller) products at the end
             if grad_hidden is not None:
                 grad_hidden.index_add_(0, rows + start, (grad_c @ w).to(hidden.dtype))
             if grad_weight is not None:
                 grad_weight += (grad_c.t() @ h).to(accumulate)
+        if grad_hidden is not None:
+            grad_hidden.mul_(scale)
+        if grad_weight is not None:
+            grad_weight.mul_(scale)
         ctx.save_for_backward(grad_hidden if grad_hidden is not None else hidden.new_empty(0),
                               grad_weight if grad_weight is not None else weight.new_empty(0))
         ctx.has = (grad_hidden is not None, grad_weight is not None)

@@ -82,7 +82,7 @@ DEFAULT_LIMITATIONS = [
 _FIELDS = {
     "model_name", "repo_id", "summary", "license", "datasets", "training", "training_command", "training_curve",
     "evaluation", "statistics", "limitations", "converted_from", "source_license_note", "dtype", "base_model",
-    "tags", "library_name", "code_url", "window_events", "stride_events",
+    "tags", "library_name", "code_url", "window_events", "stride_events", "figures",
 }
 
 
@@ -245,7 +245,8 @@ def write_model_card(save_directory: str | os.PathLike, *, config: Any = None, a
             ``converted_from`` (the reference checkpoint's Hub id), ``source_license_note``, ``dtype``,
             ``base_model``, ``tags`` (extra), ``library_name`` (default ``"transformers"``: the repository loads
             with transformers' Auto classes and ``trust_remote_code``), ``code_url``, ``window_events`` and
-            ``stride_events`` (the NLL windowing shown; default 513 / 512).
+            ``stride_events`` (the NLL windowing shown; default 513 / 512), ``figures`` (``[(caption, image file in
+            the folder), ...]`` shown under the evaluation).
 
     Returns:
         `Path` of the written README.md.
@@ -293,13 +294,14 @@ def write_model_card(save_directory: str | os.PathLike, *, config: Any = None, a
     tokenizer_config = directory / "tokenizer_config.json"
     optimise_midi = json.loads(tokenizer_config.read_text()).get("optimise_midi") if tokenizer_config.is_file() else None
     limitations = [*DEFAULT_LIMITATIONS, *(fields.get("limitations") or [])]
+    figures = [(str(caption), str(file)) for caption, file in fields.get("figures") or []]
     values = dict(
         model_name=model_name, repo_id=repo_id, summary=fields.get("summary"),
         architecture=_architecture(config_dict, directory), optimise_midi=optimise_midi,
         datasets=datasets, training=_training_rows(fields.get("training")),
         training_command=fields.get("training_command"), training_curve=fields.get("training_curve"),
         evaluation=_evaluation_rows(fields.get("evaluation")), statistics=statistics,
-        statistics_sets=statistics_sets, limitations=limitations,
+        statistics_sets=statistics_sets, figures=figures, limitations=limitations,
         converted_from=fields.get("converted_from"), source_license_note=fields.get("source_license_note"),
         dtype=fields.get("dtype"), base_model=base_model, adapter_settings=adapter_settings,
         code_url=fields.get("code_url"), license_text=license_id,

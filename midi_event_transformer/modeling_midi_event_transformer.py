@@ -142,11 +142,18 @@ def build_attention_mask(query_length: int, key_length: int, key_valid: torch.Te
 
 
 class MidiEventTransformerAttention(nn.Module):
-    """Multi-head (grouped-query) self-attention with rotary positions; sdpa (default) or eager."""
+    """Multi-head (grouped-query) self-attention with rotary positions; sdpa (default) or eager.
+
+    Each level may use its own implementation: ``attn_implementation={"token_config": "eager"}`` (in
+    ``from_pretrained`` or ``set_attn_implementation``) sets it on that level's sub-config; a level without one follows
+    the model's. Plain matmul ("eager") attention suits the token level's 8-position sequences in bf16 training on
+    CPU, where the fused kernel's backward is about 3x slower (``scripts/bench_train.py``).
+    """
 
     def __init__(self, config: MidiEventTransformerLevelConfig, root_config: MidiEventTransformerConfig) -> None:
         super().__init__()
-        self.root_config = root_config  # read at call time: set_attn_implementation() may change it
+        self.level_config = config  # both read at call time: set_attn_implementation() may change them
+        self.root_config = root_config
         self.num_heads = config.num_attention_heads
         self.num_key_value_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
@@ -170,11 +177,16 @@ class MidiEventTransformerAttention(nn.Module):
         out = self.attend(q, k, v, attention_mask, is_causal)  # (B, h, T, d)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))  # (B, T, H)
 
+    @property
+    def implementation(self) -> str:
+        """This level's attention implementation, else the model's: ``"sdpa"`` or ``"eager"``."""
+        return self.level_config._attn_implementation or self.root_config._attn_implementation
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
                is_causal: bool) -> torch.Tensor:
         """softmax(q k^T * scale + mask) v with the configured implementation: (B, h, T, d)."""
         dropout = self.attention_dropout if self.training else 0.0
-        if self.root_config._attn_implementation == "eager":
+        if self.implementation == "eager":
             return self._eager(q, k, v, attention_mask, is_causal, dropout)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, is_causal=is_causal,
                                               dropout_p=dropout, scale=self.scaling,

@@ -14,6 +14,7 @@ so any readable MIDI file works, including files without notes (an empty roll sa
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import mido
@@ -85,15 +86,79 @@ def draw_piano_roll(
         ValueError: unknown ``time_unit`` / ``color_by``, or a non-positive ``max_time``.
         InvalidMidiError: ``midi`` is a path mido cannot read.
     """
+    _check_options(time_unit, color_by, max_time)
+    plt = import_pyplot()
+    figure, axes = plt.subplots(figsize=figsize, dpi=dpi)
+    try:
+        _draw_on(axes, midi, time_unit=time_unit, color_by=color_by, title=title, max_time=max_time)
+        path_png = save_figure(figure, path_png)
+    finally:
+        plt.close(figure)
+    return path_png
+
+
+def draw_piano_rolls(
+    midis: Sequence[mido.MidiFile | str | os.PathLike | NoteList],
+    path_png: str | os.PathLike,
+    *,
+    titles: Sequence[str | None] | None = None,
+    time_unit: str = "beats",
+    color_by: str = "channel",
+    max_time: float | None = None,
+    width: float = 12.0,
+    row_height: float = 4.0,
+    dpi: int = 100,
+) -> Path:
+    """Draw several MIDI files as piano rolls stacked in one PNG (e.g. a sample above a training song).
+
+    Args:
+        midis: the files (``mido.MidiFile``, paths or ``NoteList``), drawn top to bottom.
+        path_png: where to write the picture.
+        titles: one title per roll (None: the file name when a path is given).
+        time_unit, color_by, max_time: as in :func:`draw_piano_roll`.
+        width, row_height, dpi: size of the picture (inches per row, dots per inch).
+
+    Returns:
+        `Path` of the written PNG.
+
+    Raises:
+        ValueError: no files, a number of titles different from the number of files, or an option
+            :func:`draw_piano_roll` rejects. ImportError / InvalidMidiError: as :func:`draw_piano_roll`.
+    """
+    midis = list(midis)
+    if not midis:
+        raise ValueError("draw_piano_rolls needs at least one MIDI file")
+    titles = [None] * len(midis) if titles is None else list(titles)
+    if len(titles) != len(midis):
+        raise ValueError(f"got {len(titles)} titles for {len(midis)} MIDI files")
+    _check_options(time_unit, color_by, max_time)
+    plt = import_pyplot()
+    figure, axes_list = plt.subplots(len(midis), 1, figsize=(width, row_height * len(midis)), dpi=dpi,
+                                     squeeze=False)
+    try:
+        for axes, midi, title in zip(axes_list[:, 0], midis, titles, strict=True):
+            _draw_on(axes, midi, time_unit=time_unit, color_by=color_by, title=title, max_time=max_time)
+        path_png = save_figure(figure, path_png)
+    finally:
+        plt.close(figure)
+    return path_png
+
+
+def _check_options(time_unit: str, color_by: str, max_time: float | None) -> None:
     if time_unit not in TIME_UNITS:
         raise ValueError(f"time_unit must be one of {TIME_UNITS}, got {time_unit!r}")
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
     if max_time is not None and not max_time > 0:
         raise ValueError(f"max_time must be positive, got {max_time}")
-    plt = import_pyplot()
+
+
+def _draw_on(axes, midi: mido.MidiFile | str | os.PathLike | NoteList, *, time_unit: str, color_by: str,
+             title: str | None, max_time: float | None) -> None:
+    """One piano roll on ``axes``."""
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
+    from matplotlib.pyplot import get_cmap
 
     if title is None and isinstance(midi, (str, os.PathLike)):
         title = Path(midi).name
@@ -114,41 +179,35 @@ def draw_piano_roll(
         alphas.setdefault(key, []).append(0.35 + 0.65 * note.velocity / 127)
         low, high, end = min(low, note.pitch), max(high, note.pitch), max(end, stop)
 
-    figure, axes = plt.subplots(figsize=figsize, dpi=dpi)
-    try:
-        colormap = plt.get_cmap("tab10")
-        handles = []
-        for index, key in enumerate(sorted(groups)):
-            drum = color_by == "channel" and key == DRUM_CHANNEL
-            color = (0.25, 0.25, 0.25) if drum else colormap(index % 10)[:3]
-            facecolors = [(*color, alpha) for alpha in alphas[key]]
-            axes.add_collection(PolyCollection(groups[key], facecolors=facecolors, edgecolors="none"))
-            if color_by == "channel":
-                label = f"channel {key + 1}" + (" (drums)" if drum else "")
-            else:
-                name = notes.track_names[key] if key < len(notes.track_names) else ""
-                label = f"track {key}" + (f": {name}" if name else "")
-            handles.append(Patch(facecolor=color, label=label))
-        if groups:
-            axes.set_xlim(0, max(end, 1e-9) * 1.01 if max_time is None else max_time)
-            axes.set_ylim(low - 1.5, high + 1.5)
-            axes.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.8)
+    colormap = get_cmap("tab10")
+    handles = []
+    for index, key in enumerate(sorted(groups)):
+        drum = color_by == "channel" and key == DRUM_CHANNEL
+        color = (0.25, 0.25, 0.25) if drum else colormap(index % 10)[:3]
+        facecolors = [(*color, alpha) for alpha in alphas[key]]
+        axes.add_collection(PolyCollection(groups[key], facecolors=facecolors, edgecolors="none"))
+        if color_by == "channel":
+            label = f"channel {key + 1}" + (" (drums)" if drum else "")
         else:
-            axes.set_xlim(0, max_time or 1)
-            axes.set_ylim(47.5, 84.5)
-            axes.text(0.5, 0.5, "no notes", transform=axes.transAxes, ha="center", va="center", color="grey")
-        bottom, top = axes.get_ylim()
-        ticks = [p for p in range(0, 128, 12) if bottom <= p <= top] or [round((bottom + top) / 2)]
-        axes.set_yticks(ticks, [pitch_name(p) for p in ticks])
-        axes.set_xlabel("time (beats)" if time_unit == "beats" else "time (s)")
-        axes.set_ylabel("pitch")
-        axes.grid(True, axis="both", alpha=0.25, linewidth=0.5)
-        if title:
-            axes.set_title(title)
-        path_png = save_figure(figure, path_png)
-    finally:
-        plt.close(figure)
-    return path_png
+            name = notes.track_names[key] if key < len(notes.track_names) else ""
+            label = f"track {key}" + (f": {name}" if name else "")
+        handles.append(Patch(facecolor=color, label=label))
+    if groups:
+        axes.set_xlim(0, max(end, 1e-9) * 1.01 if max_time is None else max_time)
+        axes.set_ylim(low - 1.5, high + 1.5)
+        axes.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.8)
+    else:
+        axes.set_xlim(0, max_time or 1)
+        axes.set_ylim(47.5, 84.5)
+        axes.text(0.5, 0.5, "no notes", transform=axes.transAxes, ha="center", va="center", color="grey")
+    bottom, top = axes.get_ylim()
+    ticks = [p for p in range(0, 128, 12) if bottom <= p <= top] or [round((bottom + top) / 2)]
+    axes.set_yticks(ticks, [pitch_name(p) for p in ticks])
+    axes.set_xlabel("time (beats)" if time_unit == "beats" else "time (s)")
+    axes.set_ylabel("pitch")
+    axes.grid(True, axis="both", alpha=0.25, linewidth=0.5)
+    if title:
+        axes.set_title(title)
 
 
-__all__ = ["draw_piano_roll", "pitch_name", "save_figure"]
+__all__ = ["draw_piano_roll", "draw_piano_rolls", "pitch_name", "save_figure"]

@@ -69,11 +69,14 @@ def load_batches(count: int, batch: int, events: int, seed: int = 0) -> list[tor
     return list(stacked.split(batch))
 
 
-def our_model(config_name: str):
+def our_model(config_name: str, bf16: bool = False):
+    """Ours as ``scripts/train.py`` builds it: under bf16 on CPU, the token level uses plain matmul attention."""
     from midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerForCausalLM
 
     torch.manual_seed(0)
-    return MidiEventTransformerForCausalLM(MidiEventTransformerConfig.from_name(config_name)).train()
+    attention = {"": "sdpa", "token_config": "eager" if bf16 else "sdpa"}
+    config = MidiEventTransformerConfig.from_name(config_name, attn_implementation=attention)
+    return MidiEventTransformerForCausalLM(config).train()
 
 
 def reference_model(reference_dir: str, config_name: str, state_dict: dict):
@@ -165,7 +168,7 @@ def main() -> None:
             variants[name] = build()
 
     def ours(full_logits: bool, bf16: bool) -> Callable[[], float]:
-        model = our_model(args.config)
+        model = our_model(args.config, bf16)
         model.load_state_dict(initial)
         return make_step(model, lambda data: our_loss(model, data, full_logits), bf16, batch)
 
@@ -216,7 +219,7 @@ def loss_curves(initial: dict, args: argparse.Namespace) -> dict[str, Any]:
     batches = load_batches(args.curve_steps, args.batch, args.events, seed=1)
     curves = {}
     for name, bf16 in (("fp32", False), ("bf16", True)):
-        model = our_model(args.config)
+        model = our_model(args.config, bf16)
         model.load_state_dict(initial)
         step = make_step(model, lambda data, m=model: our_loss(m, data, True), bf16, batches[0])
         curves[name] = [round(step(data), 4) for data in batches]

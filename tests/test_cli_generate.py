@@ -224,9 +224,14 @@ def test_convert_errors(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "has no adapter_config.json" in err
 
 
+def console_script() -> str | None:
+    """The installed ``midi-event-transformer`` of this interpreter's environment (not another one on PATH)."""
+    return shutil.which("midi-event-transformer", path=str(Path(sys.executable).parent))
+
+
 def test_console_script_runs_generate(model_dir, tmp_path):
     """One real process: the entry point, the progress bar on stderr, a file that decodes."""
-    script = shutil.which("midi-event-transformer")
+    script = console_script()
     command = [script] if script else [sys.executable, "-m", "midi_event_transformer.cli"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([*command, "generate", "--model", str(model_dir), "--events", "8", "--seed", "9",
@@ -258,7 +263,7 @@ def test_embedded_model_in_process(tmp_path, capsys):
 @pytest.mark.slow
 def test_readme_main_command(tmp_path):
     """`midi-event-transformer generate --output-dir out`, exactly, offline (the default 512 events)."""
-    script = shutil.which("midi-event-transformer")
+    script = console_script()
     command = [script] if script else [sys.executable, "-m", "midi_event_transformer.cli"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     done = subprocess.run([*command, "generate", "--output-dir", "out"], cwd=tmp_path, capture_output=True,

@@ -80,6 +80,17 @@ def test_greedy_event_loop_equals_per_token_loop(model, prompt_events):
         assert torch.equal(fast[:, :start.shape[1]], start)
 
 
+def test_event_loop_follows_each_levels_attention_implementation(model):
+    expected = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False)
+    try:
+        model.config.token_config._attn_implementation = "eager"
+        fast = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False)
+        slow = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False, event_loop=False)
+    finally:
+        model.config.token_config._attn_implementation = None
+    assert torch.equal(fast, expected) and torch.equal(slow, expected)
+
+
 def test_left_padded_batch_equals_each_prompt_alone(model):
     torch.manual_seed(2)
     short = model.generate(bos_prompt(), max_new_tokens=K, do_sample=True)  # 2 events

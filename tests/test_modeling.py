@@ -133,6 +133,26 @@ def test_eager_matches_sdpa():
                                    rtol=0, atol=1e-5)
 
 
+def test_each_level_can_have_its_own_attention_implementation():
+    torch.manual_seed(0)
+    sdpa = MidiEventTransformerForCausalLM(tiny_config()).eval()
+    mixed = MidiEventTransformerForCausalLM(tiny_config(attn_implementation={"token_config": "eager"})).eval()
+    mixed.load_state_dict(sdpa.state_dict())
+    assert mixed.net.layers[0].self_attn.implementation == "sdpa"
+    assert mixed.net_token.layers[0].self_attn.implementation == "eager"
+    events = random_events(2, 6, seed=5).reshape(2, -1)
+    labels = events.masked_fill(events == 0, -100)
+    with torch.no_grad():
+        torch.testing.assert_close(mixed(events).logits, sdpa(events).logits, rtol=0, atol=1e-5)
+    mixed.train()
+    loss = mixed(events, labels=labels).loss
+    loss.backward()  # the eager token level trains
+    assert mixed.net_token.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    mixed.set_attn_implementation("sdpa")  # a plain string applies to every level
+    assert mixed.net_token.layers[0].self_attn.implementation == "sdpa"
+    assert "_attn_implementation" not in str(mixed.config.to_dict())  # a runtime choice, not saved
+
+
 def test_logits_to_keep(model):
     events = random_events(2, 3).reshape(2, -1)
     with torch.no_grad():

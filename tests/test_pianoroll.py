@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from midi_event_transformer.errors import InvalidMidiError
-from midi_event_transformer.pianoroll import draw_piano_roll, pitch_name
+from midi_event_transformer.pianoroll import draw_piano_roll, draw_piano_rolls, pitch_name
 
 matplotlib_image = pytest.importorskip("matplotlib.image", reason="matplotlib is an optional extra ([plot])")
 
@@ -52,6 +52,21 @@ def test_empty_file_still_draws(tmp_path):
 
 def test_real_song(tmp_path, pop909_files):
     read_png(draw_piano_roll(pop909_files[0], tmp_path / "song.png", max_time=64))
+
+
+def test_several_rolls_stacked_in_one_picture(tmp_path):
+    empty = mido.MidiFile()
+    empty.tracks.append(mido.MidiTrack())
+    image = read_png(draw_piano_rolls([two_channel_midi(), empty], tmp_path / "rolls.png", titles=["a", "b"],
+                                      width=6, row_height=2, dpi=50))
+    assert image.shape[:2] == (200, 300)
+    top, bottom = image[:100], image[100:]
+    assert (np.abs(top[..., 0] - top[..., 2]) > 0.2).sum() > 50  # notes in the first roll only
+    assert (np.abs(bottom[..., 0] - bottom[..., 2]) > 0.2).sum() == 0
+    with pytest.raises(ValueError, match="2 titles for 1 MIDI files"):
+        draw_piano_rolls([empty], tmp_path / "x.png", titles=["a", "b"])
+    with pytest.raises(ValueError, match="at least one"):
+        draw_piano_rolls([], tmp_path / "x.png")
 
 
 def test_errors(tmp_path):

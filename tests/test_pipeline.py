@@ -263,3 +263,20 @@ def test_embedded_default_model():
     model, tokenizer = load_model_and_tokenizer(None)
     for rows in generate_rows(model, tokenizer, events=24, seed=1, num_samples=2, progress=False):
         assert grammar_problems(rows) == []
+
+
+@pytest.mark.skipif(not (Path(DEFAULT_MODEL) / "config.json").is_file(),
+                    reason="the embedded model (midi_event_transformer/default_model/) is not committed yet")
+def test_embedded_model_loads_with_the_auto_classes():
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    from midi_event_transformer import MidiEventTransformerForCausalLM
+
+    assert isinstance(AutoModel.from_pretrained(DEFAULT_MODEL), MidiEventTransformerForCausalLM)
+    model = MidiEventTransformerForCausalLM.from_pretrained(DEFAULT_MODEL)
+    assert isinstance(AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL), MidiEventTransformerForCausalLM)
+    assert isinstance(AutoTokenizer.from_pretrained(DEFAULT_MODEL), MidiEventTransformerTokenizer)
+    assert model.config.event_config.num_hidden_layers == 4 and model.config.hidden_size == 256
+    card = (Path(DEFAULT_MODEL) / "README.md").read_text()
+    assert "POP909" in card and "Copyright (c) 2020 Music X Lab" in card  # the data and its licence notice
+    assert not list(Path(DEFAULT_MODEL).glob("*.py"))  # the package provides the code

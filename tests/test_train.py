@@ -50,6 +50,22 @@ def test_small_model_loss_falls(song_files, tmp_path):
     model = MidiEventTransformerForCausalLM.from_pretrained(out / "final")
     assert model.config.event_config.num_hidden_layers == 4
     assert (out / "final" / "README.md").is_file() and (out / "training_curve.png").is_file()
+    assert (out / "validation_files.txt").read_text() == ""  # --validation_fraction 0: no held-out song
+
+
+def test_token_level_attention_choice():
+    train = load_train_script()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    default = train.ModelArguments()
+    assert train.attention_implementations(default, "bf16", cpu) == {"": "sdpa", "token_config": "eager"}
+    assert train.attention_implementations(default, "no", cpu) == {"": "sdpa", "token_config": "sdpa"}
+    assert train.attention_implementations(default, "bf16", cuda) == {"": "sdpa", "token_config": "sdpa"}
+    eager = train.ModelArguments(attn_implementation="eager")
+    assert train.attention_implementations(eager, "no", cpu) == {"": "eager", "token_config": "eager"}
+    with pytest.raises(ValueError, match="--token_attn_implementation must be sdpa or eager or auto, got 'flash'"):
+        train.attention_implementations(train.ModelArguments(token_attn_implementation="flash"), "no", cpu)
+    with pytest.raises(ValueError, match="--attn_implementation must be sdpa or eager, got 'xformers'"):
+        train.attention_implementations(train.ModelArguments(attn_implementation="xformers"), "no", cpu)
 
 
 def test_resume_reproduces_uninterrupted_run(song_files, tmp_path):

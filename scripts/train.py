@@ -157,6 +157,23 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def json_to_flags(path: str) -> list[str]:
+    """The arguments of a JSON file as command-line flags (later flags override them)."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"train.py: cannot read the arguments file {path}: {error}") from error
+    if not isinstance(values, dict):
+        raise SystemExit(f"train.py: {path} must hold a JSON object of arguments")
+    flags = []
+    for key, value in values.items():
+        if value is None:  # the field's default (every optional argument defaults to None)
+            continue
+        items = value if isinstance(value, list) else [value]
+        flags += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in items)]
+    return flags
+
+
 def linear_schedule(warmup: int, total: int):
     def factor(step: int) -> float:
         if step < warmup:
@@ -237,10 +254,9 @@ def write_samples(model, tokenizer, directory: Path, step: int, n_events: int, s
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments, LoraArguments))
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, train_args, lora_args = parser.parse_json_file(argv[0])
-    else:
-        model_args, data_args, train_args, lora_args = parser.parse_args_into_dataclasses(argv)
+    if argv and argv[0].endswith(".json"):  # a JSON file of arguments, then optional --flags overriding it
+        argv = [*json_to_flags(argv[0]), *argv[1:]]
+    model_args, data_args, train_args, lora_args = parser.parse_args_into_dataclasses(argv)
     if not data_args.data:
         parser.error("--data is required (MIDI folders or files)")
     if train_args.mixed_precision not in ("no", "bf16"):

@@ -43,3 +43,24 @@ def test_unknown_key_is_rejected(parser, tmp_path):
     bad.write_text('{"data": ["x"], "learning_rat": 0.1}')
     with pytest.raises(ValueError, match="learning_rat"):
         parser.parse_json_file(bad)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_flags_after_the_json_file_override_it(parser, path):
+    train_script = sys.modules["train_script"]
+    from_file = parser.parse_json_file(path)
+    as_flags = parser.parse_args_into_dataclasses(train_script.json_to_flags(str(path)))
+    assert as_flags == from_file  # the same arguments either way
+    model, data, train, lora = parser.parse_args_into_dataclasses(
+        [*train_script.json_to_flags(str(path)), "--resume", "--max_steps", "7"])
+    assert train.resume and train.max_steps == 7 and data.data == from_file[1].data
+
+
+def test_unreadable_arguments_file(parser, tmp_path):
+    train_script = sys.modules["train_script"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="must hold a JSON object"):
+        train_script.json_to_flags(str(bad))
+    with pytest.raises(SystemExit, match="cannot read the arguments file"):
+        train_script.json_to_flags(str(tmp_path / "missing.json"))

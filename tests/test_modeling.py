@@ -46,6 +46,35 @@ def test_parameter_names_match_reference_layout(model):
     assert not any("rotary" in name for name in names)
 
 
+def test_initialisation_as_the_reference():
+    """From scratch: linears and embeddings N(0, 0.02) with zero pad rows, lm_head nn.Linear's default
+    (uniform within 1/sqrt(hidden)), as the reference's model starts; this trains markedly faster."""
+    torch.manual_seed(0)
+    config = MidiEventTransformerConfig(event_config={"hidden_size": 64, "intermediate_size": 96},
+                                        token_config={"hidden_size": 64, "intermediate_size": 80})
+    model = MidiEventTransformerForCausalLM(config)
+    bound = 1 / 64 ** 0.5
+    head = model.lm_head.weight
+    assert head.abs().max() <= bound and head.abs().max() > 0.95 * bound
+    assert abs(head.std().item() - bound / 3 ** 0.5) < 0.05 * bound  # uniform, not N(0, 0.02)
+    assert abs(model.net.layers[0].mlp.up_proj.weight.std().item() - 0.02) < 0.002
+    for stack in (model.net, model.net_token):
+        assert abs(stack.embed_tokens.weight[1:].std().item() - 0.02) < 0.002
+        assert torch.count_nonzero(stack.embed_tokens.weight[0]) == 0  # pad row
+
+
+def test_loading_keeps_the_stored_lm_head(model, tmp_path):
+    with torch.no_grad():
+        model.lm_head.weight.mul_(3.0)
+    try:
+        model.save_pretrained(tmp_path)
+        loaded = MidiEventTransformerForCausalLM.from_pretrained(tmp_path)
+        torch.testing.assert_close(loaded.lm_head.weight, model.lm_head.weight, rtol=0, atol=0)
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.div_(3.0)
+
+
 def test_flat_and_3d_inputs_agree(model):
     events = random_events(2, 5)
     with torch.no_grad():

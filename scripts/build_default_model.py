@@ -2,7 +2,8 @@
 """Package a finished training run as the model shipped in the package, with its card and figures.
 
     python scripts/train.py scripts/configs/small_pop909.json          # the run (about an hour of a 2-core CPU)
-    python scripts/build_default_model.py --run runs/default_model --reference-step-s 1.78
+    python scripts/build_default_model.py --run runs/default_model --config scripts/configs/small_pop909.json \
+        --reference-step-s 1.78
 
 Reads ``<run>/final`` (what train.py saved), ``<run>/metrics.jsonl``, ``<run>/train_args.json`` and
 ``<run>/training_curve.png``, and writes ``midi_event_transformer/default_model/``:
@@ -103,6 +104,23 @@ def training_figures(run: Path, reference_step_s: float | None, threads: int | N
             "final_fp32": next((r for r in reversed(records) if r.get("final")), None)}
 
 
+def config_file_command(config: Path, train_args: dict) -> str:
+    """``python scripts/train.py CONFIG``, once CONFIG is checked to give the run's training arguments (those in
+    train.py's ``RUN_CONTROL_FIELDS`` aside), so the card's command reproduces the shipped weights."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train  # scripts/train.py: the same parser the run used
+
+    parsed = train.argument_parser().parse_args_into_dataclasses(train.expand_arguments([str(config)]))
+    given = {name: value for section in parsed for name, value in vars(section).items()}
+    recorded = {name: value for section in ("model", "data", "train", "lora") for name, value in train_args[section].items()}
+    differing = sorted(name for name in given.keys() | recorded.keys()
+                       if name not in train.RUN_CONTROL_FIELDS and given.get(name) != recorded.get(name))
+    if differing:
+        raise ValueError(f"{config} does not reproduce the run: " + ", ".join(
+            f"{name} = {given.get(name)!r} in the file, {recorded.get(name)!r} in the run" for name in differing))
+    return f"python scripts/train.py {config}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", default="runs/default_model", help="the train.py output_dir")
@@ -115,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reference-step-s", type=float, default=None,
                         help="the reference's training step time on the same batch, measured side by side")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the train.py arguments file that reproduces the run: the card gives "
+                             "`python scripts/train.py CONFIG` (checked against the run) instead of the run's own flags")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -122,9 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     if not (run / "final" / "config.json").is_file():
         parser.error(f"{run}/final is not a saved model: finish the training run first")
 
-    save_stored_model(run / "final", output, DTYPES[args.dtype])
-    training = training_figures(run, args.reference_step_s, args.threads)
     train_args = json.loads((run / "train_args.json").read_text())
+    training = training_figures(run, args.reference_step_s, args.threads)
+    if args.config is not None:
+        if training["figures"]["steps"] < train_args["train"]["max_steps"]:
+            parser.error(f"the run stopped at step {training['figures']['steps']} of {train_args['train']['max_steps']}: "
+                         "its config file alone would not reproduce it")
+        try:
+            training["command"] = config_file_command(args.config, train_args)
+        except (OSError, ValueError, SystemExit) as error:
+            parser.error(str(error))
+    save_stored_model(run / "final", output, DTYPES[args.dtype])
     fraction = train_args["data"]["validation_fraction"]
     held_out = [path for path in list_midi_files(args.data) if is_validation_file(path.name, fraction)]
     model = MidiEventTransformerForCausalLM.from_pretrained(output, dtype=torch.float32).eval()

@@ -251,11 +251,27 @@ def write_samples(model, tokenizer, directory: Path, step: int, n_events: int, s
     model.train(was_training)
 
 
+# Arguments that say where and how a run is kept and watched, not what it trains: two runs that differ only in
+# these give the same weights (max_train_minutes only while it does not stop the run early).
+RUN_CONTROL_FIELDS = frozenset({"output_dir", "cache_dir", "num_proc", "max_train_minutes", "stop_at_step", "log_every",
+                                "eval_every", "eval_max_songs", "save_every", "keep_checkpoints", "sample_every",
+                                "sample_events", "resume", "final_eval", "record_batches"})
+
+
+def argument_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, TrainArguments, LoraArguments))
+
+
+def expand_arguments(argv: list[str]) -> list[str]:
+    """``[config.json, --flag, value, ...]`` -> the file's arguments as flags, then the given ones (which win)."""
+    if argv and argv[0].endswith(".json"):
+        return [*json_to_flags(argv[0]), *argv[1:]]
+    return list(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments, LoraArguments))
-    if argv and argv[0].endswith(".json"):  # a JSON file of arguments, then optional --flags overriding it
-        argv = [*json_to_flags(argv[0]), *argv[1:]]
+    argv = expand_arguments(sys.argv[1:] if argv is None else argv)
+    parser = argument_parser()
     model_args, data_args, train_args, lora_args = parser.parse_args_into_dataclasses(argv)
     if not data_args.data:
         parser.error("--data is required (MIDI folders or files)")

@@ -64,3 +64,26 @@ def test_unreadable_arguments_file(parser, tmp_path):
         train_script.json_to_flags(str(bad))
     with pytest.raises(SystemExit, match="cannot read the arguments file"):
         train_script.json_to_flags(str(tmp_path / "missing.json"))
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_card_command_is_checked_against_the_run(parser, tmp_path):
+    """build_default_model --config: the file must give the run's training arguments (run-control ones aside)."""
+    from dataclasses import asdict
+
+    build = _load_script("build_default_model")
+    config = REPO_ROOT / "scripts" / "configs" / "small_pop909.json"
+    model, data, train, lora = parser.parse_json_file(config)
+    recorded = {"model": asdict(model), "data": asdict(data), "train": asdict(train), "lora": asdict(lora)}
+    recorded["train"].update(output_dir="runs/elsewhere", max_train_minutes=63.0, save_every=7)  # run control
+    assert build.config_file_command(config, recorded) == f"python scripts/train.py {config}"
+    recorded["train"]["learning_rate"] *= 2
+    with pytest.raises(ValueError, match="learning_rate"):
+        build.config_file_command(config, recorded)

@@ -13,13 +13,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO_ROOT / "scripts" / "configs").glob("*.json"))
 
 
+def _load_script(name: str):
+    """scripts/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def parser() -> HfArgumentParser:
-    spec = importlib.util.spec_from_file_location("train_script", REPO_ROOT / "scripts" / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = train  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(train)
-    return HfArgumentParser((train.ModelArguments, train.DataArguments, train.TrainArguments, train.LoraArguments))
+    return _load_script("train").argument_parser()
 
 
 def test_configs_are_shipped():
@@ -64,14 +69,6 @@ def test_unreadable_arguments_file(parser, tmp_path):
         train_script.json_to_flags(str(bad))
     with pytest.raises(SystemExit, match="cannot read the arguments file"):
         train_script.json_to_flags(str(tmp_path / "missing.json"))
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_card_command_is_checked_against_the_run(parser, tmp_path):

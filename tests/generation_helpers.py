@@ -1,4 +1,4 @@
-"""Helpers shared by the generation tests (pipeline, CLI): a tiny saved model and checks on generated files."""
+"""Helpers shared by the tests: tiny random models (odd sizes), a tiny saved model, checks on generated files."""
 
 from __future__ import annotations
 
@@ -22,14 +22,24 @@ from midi_event_transformer.vocabulary import (
 )
 
 
+def tiny_config(event_layers: int = 2, token_layers: int = 1) -> MidiEventTransformerConfig:
+    """Odd sizes, as in transformers' tests: hidden 24, 3 event heads over 1 kv head, 2 token heads, MLPs 40 / 36."""
+    return MidiEventTransformerConfig(
+        event_config={"hidden_size": 24, "num_hidden_layers": event_layers, "num_attention_heads": 3,
+                      "num_key_value_heads": 1, "intermediate_size": 40},
+        token_config={"hidden_size": 24, "num_hidden_layers": token_layers, "num_attention_heads": 2,
+                      "intermediate_size": 36})
+
+
+def random_model(config: MidiEventTransformerConfig | None = None) -> MidiEventTransformerForCausalLM:
+    """A model with seeded random weights (``tiny_config()`` by default), in eval mode."""
+    torch.manual_seed(0)
+    return MidiEventTransformerForCausalLM(config or tiny_config()).eval()
+
+
 def tiny_model() -> MidiEventTransformerForCausalLM:
     """A random model with odd sizes; sharpened scores, and EOS suppressed so that pieces have the asked length."""
-    torch.manual_seed(0)
-    config = MidiEventTransformerConfig(
-        event_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
-                      "intermediate_size": 40},
-        token_config={"hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 36})
-    model = MidiEventTransformerForCausalLM(config).eval()
+    model = random_model()
     with torch.no_grad():
         model.lm_head.weight.mul_(20)
     model.generation_config.suppress_tokens = [EOS_ID]

@@ -9,18 +9,10 @@ import sys
 import textwrap
 
 import torch
+from generation_helpers import random_model
 
 from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
-
-
-def tiny_model() -> MidiEventTransformerForCausalLM:
-    torch.manual_seed(0)
-    config = MidiEventTransformerConfig(
-        event_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
-                      "intermediate_size": 40},
-        token_config={"hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 36})
-    return MidiEventTransformerForCausalLM(config).eval()
 
 
 def test_auto_classes_after_package_import(tmp_path):
@@ -28,7 +20,7 @@ def test_auto_classes_after_package_import(tmp_path):
 
     import midi_event_transformer  # noqa: F401  (registers the Auto classes)
 
-    model = tiny_model()
+    model = random_model()
     model.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), MidiEventTransformerConfig)
     for auto in (AutoModel, AutoModelForCausalLM):
@@ -36,7 +28,7 @@ def test_auto_classes_after_package_import(tmp_path):
 
 
 def test_fresh_process_trust_remote_code(tmp_path):
-    model = tiny_model()
+    model = random_model()
     model.save_pretrained(tmp_path / "model")
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["auto_map"] == {

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from generation_helpers import random_model
 
-from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
 from midi_event_transformer.evaluation import (
     compare_statistics,
     draw_statistics_comparison,
@@ -153,12 +153,7 @@ def test_sliding_windows_predict_every_event_once():
 
 @pytest.fixture(scope="module")
 def tiny_model() -> MidiEventTransformerForCausalLM:
-    torch.manual_seed(0)
-    config = MidiEventTransformerConfig(
-        event_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
-                      "intermediate_size": 40},
-        token_config={"hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 36})
-    return MidiEventTransformerForCausalLM(config).eval()
+    return random_model()
 
 
 def random_rows(events: int, seed: int) -> np.ndarray:

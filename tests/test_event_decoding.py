@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from generation_helpers import random_model, tiny_config
 from transformers import LogitsProcessor, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
-from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 from midi_event_transformer.vocabulary import (
     BOS_ID,
@@ -23,12 +23,7 @@ K = 8
 
 @pytest.fixture(scope="module")
 def model() -> MidiEventTransformerForCausalLM:
-    torch.manual_seed(0)
-    config = MidiEventTransformerConfig(
-        event_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
-                      "intermediate_size": 40},
-        token_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 36})
-    model = MidiEventTransformerForCausalLM(config).eval()
+    model = random_model(tiny_config(event_layers=2, token_layers=2))
     with torch.no_grad():  # make EOS unlikely so that sequences are long, and scores less flat
         model.lm_head.weight.mul_(20)
         model.lm_head.weight[EOS_ID] = 0

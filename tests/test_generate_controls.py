@@ -9,8 +9,8 @@ import mido
 import numpy as np
 import pytest
 import torch
+from generation_helpers import random_model, tiny_config
 
-from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
 from midi_event_transformer.controls import (
     DisableControlChangeLogitsProcessor,
     DisablePatchChangeLogitsProcessor,
@@ -31,12 +31,7 @@ CHANNEL_EVENTS = (EVENT_TYPE_IDS["note"], PATCH_CHANGE, CONTROL_CHANGE)
 
 @pytest.fixture(scope="module")
 def model() -> MidiEventTransformerForCausalLM:
-    torch.manual_seed(0)
-    config = MidiEventTransformerConfig(
-        event_config={"hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 3, "num_key_value_heads": 1,
-                      "intermediate_size": 40},
-        token_config={"hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 36})
-    model = MidiEventTransformerForCausalLM(config).eval()
+    model = random_model(tiny_config(event_layers=1, token_layers=1))
     with torch.no_grad():  # patch and control changes likely, so that forbidding them is a real test
         for event_type in (PATCH_CHANGE, CONTROL_CHANGE):
             model.lm_head.weight[event_type] = model.lm_head.weight[event_type].sign() * 0.5

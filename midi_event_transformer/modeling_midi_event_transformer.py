@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -217,10 +218,20 @@ class MidiEventTransformerDecoderLayer(GradientCheckpointingLayer):
         self.mlp = MidiEventTransformerMLP(config)
         self.input_layernorm = MidiEventTransformerRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = MidiEventTransformerRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        #: ``torch.compile``d :meth:`layer_forward`, set by ``MidiEventTransformerForCausalLM.compile_layers``
+        self.compiled_forward: Callable[..., torch.Tensor] | None = None
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, is_causal: bool = False,
                 past_key_values: KeyValueBuffer | None = None) -> torch.Tensor:
+        if past_key_values is None and self.compiled_forward is not None:  # cached steps change shape: eager
+            return self.compiled_forward(hidden_states, cos, sin, attention_mask, is_causal)
+        return self.layer_forward(hidden_states, cos, sin, attention_mask, is_causal, past_key_values)
+
+    def layer_forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      attention_mask: torch.Tensor | None = None, is_causal: bool = False,
+                      past_key_values: KeyValueBuffer | None = None) -> torch.Tensor:
+        """The layer's computation (``forward`` without the choice of a compiled version)."""
         hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states), cos, sin,
                                                        attention_mask, is_causal, past_key_values)
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
@@ -555,6 +566,27 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             else:
                 loss = flat_causal_lm_loss(logits, labels, self.config.pad_token_id, k, label_offset=past)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if use_cache else None)
+
+    # ----------------------------------------------------------------- training speed
+    def compile_layers(self, **compile_kwargs: Any) -> MidiEventTransformerForCausalLM:
+        """Regional compilation: ``torch.compile`` each decoder layer of both levels (training speed).
+
+        The layers of a level share one compiled graph (same shapes), so compiling takes seconds, not minutes;
+        the embeddings, the fused loss and the event/token reshaping stay eager. Calls that carry a KV cache
+        (cached forward, generation) keep using the eager layers, whose shapes change every step. On CPU this
+        makes a "small" training step ~10% faster in fp32 and ~15% with bf16 autocast (inductor fuses the
+        norms, rotary, SwiGLU and their backward; ``scripts/bench_train.py``). Needs a C++ compiler on CPU.
+
+        Args:
+            compile_kwargs: passed to ``torch.compile`` (e.g. ``mode``, ``dynamic``, ``backend``).
+
+        Returns ``self``. Undo with ``compile_layers(disable=True)``.
+        """
+        disable = compile_kwargs.pop("disable", False)
+        for stack in (self.net, self.net_token):
+            for layer in stack.layers:
+                layer.compiled_forward = None if disable else torch.compile(layer.layer_forward, **compile_kwargs)
+        return self
 
     # ----------------------------------------------------------------- generation
     def quantize_dynamic_int8(self) -> MidiEventTransformerForCausalLM:

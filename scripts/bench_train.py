@@ -4,7 +4,8 @@
 One step = forward + loss + backward + gradient clipping + AdamW step on a batch of real POP909 windows
 (default 4 x 512 events, "small" config, 2 threads). Variants of ours: fp32 and bf16 autocast, each with the
 model's own training loss (``losses.fused_flat_causal_lm_loss``: no logits kept) and, for comparison, with the
-loss computed from materialised (B, L, V) logits ("-full-logits").
+loss computed from materialised (B, L, V) logits ("-full-logits"), and with the decoder layers compiled
+("-compiled": ``scripts/train.py --torch_compile``; the compile time is the warm-up's "first_step_s").
 The variants run interleaved, round after round, so load changes on a shared machine hit them alike; the
 figure kept is each variant's median step.
 
@@ -69,14 +70,16 @@ def load_batches(count: int, batch: int, events: int, seed: int = 0) -> list[tor
     return list(stacked.split(batch))
 
 
-def our_model(config_name: str, bf16: bool = False):
-    """Ours as ``scripts/train.py`` builds it: under bf16 on CPU, the token level uses plain matmul attention."""
+def our_model(config_name: str, bf16: bool = False, compiled: bool = False):
+    """Ours as ``scripts/train.py`` builds it: under bf16 on CPU, the token level uses plain matmul attention;
+    ``compiled`` = ``--torch_compile`` (each decoder layer through ``torch.compile``)."""
     from midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerForCausalLM
 
     torch.manual_seed(0)
     attention = {"": "sdpa", "token_config": "eager" if bf16 else "sdpa"}
     config = MidiEventTransformerConfig.from_name(config_name, attn_implementation=attention)
-    return MidiEventTransformerForCausalLM(config).train()
+    model = MidiEventTransformerForCausalLM(config).train()
+    return model.compile_layers() if compiled else model
 
 
 def reference_model(reference_dir: str, config_name: str, state_dict: dict):
@@ -152,7 +155,8 @@ def main() -> None:
                         help="also train fp32 and bf16 (fused loss) for this many steps on distinct batches and "
                              "compare their loss curves")
     parser.add_argument("--variants", nargs="*", default=None,
-                        help="subset of: reference-fp32 reference-bf16 ours-fp32 ours-fp32-full-logits ours-bf16 ours-bf16-full-logits")
+                        help="subset of: reference-fp32 reference-bf16 ours-fp32 ours-fp32-full-logits ours-bf16 "
+                             "ours-bf16-full-logits ours-fp32-compiled ours-bf16-compiled")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -167,8 +171,8 @@ def main() -> None:
         if wanted is None or name in wanted:
             variants[name] = build()
 
-    def ours(full_logits: bool, bf16: bool) -> Callable[[], float]:
-        model = our_model(args.config, bf16)
+    def ours(full_logits: bool, bf16: bool, compiled: bool = False) -> Callable[[], float]:
+        model = our_model(args.config, bf16, compiled)
         model.load_state_dict(initial)
         return make_step(model, lambda data: our_loss(model, data, full_logits), bf16, batch)
 
@@ -183,10 +187,16 @@ def main() -> None:
     add("ours-fp32-full-logits", lambda: ours(True, False))
     add("ours-bf16", lambda: ours(False, True))
     add("ours-bf16-full-logits", lambda: ours(True, True))
+    add("ours-fp32-compiled", lambda: ours(False, False, compiled=True))
+    add("ours-bf16-compiled", lambda: ours(False, True, compiled=True))
 
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for name, step in variants.items():  # warm-up; the first loss is the same weights on the same batch
+    first_step_s: dict[str, float] = {}
+    for name, step in variants.items():  # warm-up (compiles); the first loss is the same weights on the same batch
+        start = time.perf_counter()
         losses_at_start[name] = round(step(), 6)
+        first_step_s[name] = round(time.perf_counter() - start, 1)
+        step()
     for _ in range(args.rounds):
         for name, step in variants.items():
             start = time.perf_counter()
@@ -195,7 +205,8 @@ def main() -> None:
 
     events = args.batch * args.events
     runs = {name: {"s_per_step": round(statistics.median(t), 3), "min_s": round(min(t), 3),
-                   "events_per_s": round(events / statistics.median(t), 1), "first_loss": losses_at_start[name]}
+                   "events_per_s": round(events / statistics.median(t), 1), "first_loss": losses_at_start[name],
+                   "first_step_s": first_step_s[name]}
             for name, t in times.items()}
     ratios = {}
     if "reference-fp32" in runs:

@@ -51,6 +51,9 @@ class ModelArguments:
     model: str = field(default="small", metadata={"help": "config name (small, tv2o-medium, tv2o-large) or a config.json"})
     init_from: str | None = field(default=None, metadata={"help": "start from this pretrained model directory"})
     gradient_checkpointing: bool = field(default=False)
+    torch_compile: bool = field(default=False, metadata={
+        "help": "compile each decoder layer with torch.compile (MidiEventTransformerForCausalLM.compile_layers): "
+                "on CPU ~10%% faster steps in fp32, ~15%% under bf16; needs a C++ compiler"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager"})
     token_attn_implementation: str = field(default="auto", metadata={
         "help": "the token transformer's attention: sdpa, eager, or auto = eager under bf16 autocast on CPU (its "
@@ -145,6 +148,8 @@ def build_model(args: ModelArguments, attn_implementation: dict[str, str] | None
         model = MidiEventTransformerForCausalLM(config)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if args.torch_compile:
+        model.compile_layers()
     return model
 
 

@@ -206,6 +206,29 @@ def test_gradient_checkpointing_same_gradients():
     assert torch.count_nonzero(model.net.embed_tokens.weight.grad[0]) == 0  # pad embedding is not trained
 
 
+def test_compiled_layers_same_loss_gradients_and_cached_steps():
+    torch.manual_seed(0)
+    model = MidiEventTransformerForCausalLM(tiny_config()).train()
+    events = random_events(2, 5, seed=6)
+    labels = events.reshape(2, -1)
+    model(events, labels=labels).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    assert model.compile_layers(dynamic=False) is model
+    loss = model(events, labels=labels).loss
+    loss.backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, plain[name], rtol=1e-4, atol=1e-6, msg=name)
+    model.eval()
+    with torch.no_grad():  # cached calls take the eager layers: cached and uncached logits still agree
+        full = model(events.reshape(2, -1), use_cache=False).logits
+        first = model(events[:, :3].reshape(2, -1), use_cache=True)
+        rest = model(events[:, 3:].reshape(2, -1), past_key_values=first.past_key_values, use_cache=True).logits
+    torch.testing.assert_close(torch.cat([first.logits, rest], dim=1), full, rtol=1e-4, atol=1e-4)
+    model.compile_layers(disable=True)
+    assert all(layer.compiled_forward is None for layer in [*model.net.layers, *model.net_token.layers])
+
+
 def test_bad_inputs(model):
     with pytest.raises(ValueError, match=r"\(batch, events, 8\)"):
         model(torch.zeros(1, 3, 7, dtype=torch.long))

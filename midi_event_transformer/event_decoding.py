@@ -55,10 +55,34 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
+_FEW_ROWS = (2, 4)  # row counts for which few_rows_linear computes weight @ x^T
+
+
+def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``; for an ``x`` (..., in) of 2 to 4 rows and a row-major weight on CPU in
+    float32, computed as ``(weight @ x^T)^T``.
+
+    A product with a few rows (a decoding step of a small batch) otherwise goes through the BLAS's small-``M``
+    path, which reads the ``(out, in)`` weight at a fraction of the memory bandwidth; ``weight @ x^T`` (a GEMM
+    with 2-4 columns) streams it: 1.2-3.5x faster per product for the "small" and "tv2o-medium" shapes here.
+    One row is left to ``F.linear`` (see ``MidiEventTransformerForCausalLM.use_cpu_decoding_layout``).
+    Same values as ``F.linear`` up to float rounding.
+    """
+    rows = x.reshape(-1, x.shape[-1])  # (n, in)
+    if (not _FEW_ROWS[0] <= rows.shape[0] <= _FEW_ROWS[1] or x.device.type != "cpu" or x.dtype != torch.float32
+            or weight.stride(-1) != 1):
+        return F.linear(x, weight, bias)
+    out = (weight @ rows.t()).t()  # (n, out)
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
 def _bound_linear(module: nn.Module):
-    """``module``'s product as a cheap callable: F.linear on its parameters for a plain Linear, else its forward."""
+    """``module``'s product as a cheap callable: :func:`few_rows_linear` on its parameters for a plain Linear,
+    else its forward (LoRA, int8)."""
     if type(module) is nn.Linear:
-        return partial(F.linear, weight=module.weight, bias=module.bias)
+        return partial(few_rows_linear, weight=module.weight, bias=module.bias)
     return module.forward
 
 
@@ -177,7 +201,7 @@ class _Scorer:
         lo, hi = min(span[0] for span in spans), max(span[1] for span in spans)
         if type(self.lm_head) is nn.Linear:
             bias = None if self.lm_head.bias is None else self.lm_head.bias[lo:hi]
-            scores = F.linear(hidden, self.lm_head.weight[lo:hi], bias).to(dtype=torch.float32)  # (B, hi - lo)
+            scores = few_rows_linear(hidden, self.lm_head.weight[lo:hi], bias).to(dtype=torch.float32)  # (B, hi - lo)
         else:  # quantized / adapted heads: full product, then the slice
             scores = self.lm_head.forward(hidden)[:, lo:hi].to(dtype=torch.float32)
         if len(live_states) > 1 or not grammar.state_is_range[next(iter(live_states))] or not all(live):
@@ -268,6 +292,9 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
     max_length = max(generation_config.max_length, prompt_length)
     sequences = input_ids.new_full((batch, max_length), pad_id)  # (B, max_length)
     sequences[:, :prompt_length] = input_ids
+
+    if not model.training and input_ids.device.type == "cpu":
+        model.use_cpu_decoding_layout(rows_per_step=batch)
 
     # prefill through the model's forward (prompt of any length, padding, partial last event)
     cache = model_kwargs.get("past_key_values")

@@ -602,19 +602,24 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             warnings.simplefilter("ignore", category=(DeprecationWarning, FutureWarning, UserWarning))
             return quantize_dynamic(self.eval(), {nn.Linear}, dtype=torch.qint8, inplace=True)
 
-    def use_cpu_decoding_layout(self) -> None:
-        """Store the weights of widening Linear layers (gate/up projections, ``lm_head``) column-major.
+    def use_cpu_decoding_layout(self, rows_per_step: int = 1) -> None:
+        """Store the Linear weights in the layout CPU decoding reads fastest, for ``rows_per_step`` rows a step.
 
-        On CPU, a one-row matrix product reads an ``(in, out)``-contiguous weight about twice as fast as the
-        default ``(out, in)`` layout when ``out > in``. Values, shapes, names and saved files are unchanged
-        (only the strides differ; results can differ from before in the last float bits). Idempotent;
-        ``generate`` calls it on CPU in eval mode.
+        With one row (batch 1), a product reads an ``(in, out)``-contiguous weight about twice as fast as the
+        default ``(out, in)`` layout when ``out > in``, so the widening layers (gate/up projections, ``lm_head``)
+        are stored column-major. With 2-4 rows, ``event_decoding.few_rows_linear`` multiplies row-major weights
+        fastest, so every weight is stored row-major (the default). Values, shapes, names and saved files are
+        unchanged (only the strides differ). Idempotent; the event-level decoding loop calls it on CPU.
         """
         for module in self.modules():
-            if type(module) is nn.Linear and module.out_features > module.in_features:
-                weight = module.weight
-                if weight.stride() != (1, weight.shape[0]):
-                    weight.data = weight.data.t().contiguous().t()
+            if type(module) is not nn.Linear:
+                continue
+            weight = module.weight
+            column_major = rows_per_step == 1 and module.out_features > module.in_features
+            if column_major and weight.stride() != (1, weight.shape[0]):
+                weight.data = weight.data.t().contiguous().t()
+            elif not column_major and not weight.is_contiguous():
+                weight.data = weight.data.contiguous()
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, generation_config: Any = None,
@@ -647,8 +652,6 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             k = self.config.tokens_per_event
             event_valid = prompt[:, ::k] != self.config.pad_token_id  # (B, ceil(L / K))
             kwargs["attention_mask"] = event_valid.repeat_interleave(k, dim=1)[:, :prompt.shape[1]].long()
-        if not self.training and self.device.type == "cpu":
-            self.use_cpu_decoding_layout()
         processors = LogitsProcessorList(logits_processor or [])
         if midi_grammar and not any(isinstance(p, MidiGrammarLogitsProcessor) for p in processors):
             processors.insert(0, MidiGrammarLogitsProcessor(self.config.vocab_size))

@@ -244,3 +244,34 @@ def test_three_dimensional_prompt_and_bad_prompt(model):
 def test_grammar_can_be_disabled(model):
     out = model.generate(bos_prompt(), max_new_tokens=K, do_sample=False, midi_grammar=False)
     assert out.shape == (1, 2 * K)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_few_rows_linear_equals_linear(rows, with_bias):
+    from midi_event_transformer.event_decoding import few_rows_linear
+
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(37, 19, generator=generator)
+    bias = torch.randn(37, generator=generator) if with_bias else None
+    x = torch.randn(rows, 1, 19, generator=generator)  # (B, 1, in) as a decoding step
+    for w in (weight, weight.t().contiguous().t()):  # row-major and column-major storage
+        got = few_rows_linear(x, w, bias)
+        assert got.shape == (rows, 1, 37)
+        torch.testing.assert_close(got, torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_layout_follows_rows_per_step():
+    model = random_model()
+    model.use_cpu_decoding_layout(rows_per_step=1)
+    gate = model.net.layers[0].mlp.gate_proj.weight  # widening: column-major for single-row steps
+    assert gate.stride() == (1, gate.shape[0])
+    assert model.net.layers[0].self_attn.q_proj.weight.is_contiguous()  # square: unchanged
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    model.use_cpu_decoding_layout(rows_per_step=4)
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    prompt = bos_prompt(3)
+    greedy = model.generate(prompt, max_new_tokens=40, do_sample=False)  # 3 rows: the transposed products
+    per_token = model.generate(prompt, max_new_tokens=40, do_sample=False, event_loop=False)
+    torch.testing.assert_close(greedy, per_token, rtol=0, atol=0)

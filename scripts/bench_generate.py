@@ -152,6 +152,17 @@ def _versions() -> dict[str, Any]:
             "cpu_count": os.cpu_count()}
 
 
+def _median_entry(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median events/s of one job's rounds, with every round's events/s beside it."""
+    good = sorted((e for e in entries if "events_per_s" in e), key=lambda e: e["events_per_s"])
+    if not good:
+        return entries[-1]
+    entry = dict(good[(len(good) - 1) // 2])
+    if len(entries) > 1:
+        entry["events_per_s_rounds"] = [e.get("events_per_s") for e in entries]
+    return entry
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference-dir", help="checkout of SkyTNT/midi-model to measure side by side")
@@ -164,6 +175,9 @@ def main() -> None:
     parser.add_argument("--variant-events", type=json.loads, default={"small": 256, "tv2o-medium": 32},
                         help="events per run for the bf16 / int8 variants (JSON dict config -> events)")
     parser.add_argument("--long-events", type=int, default=1024, help="events of the position check run (small)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every job this many times, round after round (ours and the reference alternate, so "
+                             "load changes on a shared machine hit both); the median events/s is kept")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
@@ -184,18 +198,21 @@ def main() -> None:
     if args.long_events:
         jobs.append({"impl": "ours", "config": "small", "batch": 1, "variant": "fp32", "events": args.long_events,
                      "windows": True, "name": "position_check"})
-    results = []
-    for spec in jobs:
-        spec = {"threads": args.threads, "events": args.events.get(spec["config"], 128), **spec}
-        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", json.dumps(spec)],
-                              capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-        entry = {k: v for k, v in spec.items() if k != "reference_dir"}
-        if done.returncode:
-            entry["error"] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-        else:
-            entry.update(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(entry), file=sys.stderr)
-        results.append(entry)
+    jobs = [{"threads": args.threads, "events": args.events.get(spec["config"], 128), **spec} for spec in jobs]
+    measured: list[list[dict[str, Any]]] = [[] for _ in jobs]
+    for _ in range(args.rounds):
+        for spec, entries in zip(jobs, measured, strict=True):
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", json.dumps(spec)],
+                                  capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+            entry = {k: v for k, v in spec.items() if k != "reference_dir"}
+            if done.returncode:
+                entry["error"] = (done.stderr.strip().splitlines()[-1] if done.stderr.strip()
+                                  else f"exit {done.returncode}")
+            else:
+                entry.update(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(entry), file=sys.stderr)
+            entries.append(entry)
+    results = [_median_entry(entries) for entries in measured]
 
     ratios = {}
     for entry in results:
@@ -206,7 +223,7 @@ def main() -> None:
         if ref:
             key = f"{entry['config']}/batch{entry['batch']}/{entry['variant']}"
             ratios[key] = round(entry["events_per_s"] / ref["events_per_s"], 2)
-    print(json.dumps({"settings": {"threads": args.threads, "sampling": SAMPLING, "eos": "banned",
+    print(json.dumps({"settings": {"threads": args.threads, "rounds": args.rounds, "sampling": SAMPLING, "eos": "banned",
                                    "weights": "random (seed 0)"},
                       "versions": _versions(), "runs": results, "speedup_vs_reference": ratios}, indent=2))
 

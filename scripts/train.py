@@ -41,7 +41,9 @@ from midi_event_transformer.data import (
 )
 from midi_event_transformer.evaluation import evaluate_nll
 from midi_event_transformer.lora import DEFAULT_LORA_TARGET_MODULES, add_lora_adapter
+from midi_event_transformer.modeling_midi_event_transformer import flat_causal_lm_loss
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+from midi_event_transformer.vocabulary import PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger("train")
 
@@ -86,6 +88,9 @@ class TrainArguments:
     stop_at_step: int | None = field(default=None, metadata={
         "help": "checkpoint and exit at this step without finishing (continue later with --resume)"})
     max_grad_norm: float = 1.0
+    fused_loss: bool = field(default=True, metadata={
+        "help": "the model's fused linear + cross-entropy loss (no logits kept); false: the same loss from "
+                "materialised logits and F.cross_entropy, as the reference computes it"})
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16"})
     num_threads: int | None = None
     log_every: int = 10
@@ -151,6 +156,14 @@ def build_model(args: ModelArguments, attn_implementation: dict[str, str] | None
     if args.torch_compile:
         model.compile_layers()
     return model
+
+
+def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], fused: bool = True) -> torch.Tensor:
+    """The model's own training loss (fused), or the same mean cross entropy from materialised (B, L, V) logits."""
+    if fused:
+        return model(**batch).loss
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, L, V)
+    return flat_causal_lm_loss(logits, batch["labels"], PAD_ID, TOKENS_PER_EVENT)
 
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -369,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
             if train_args.record_batches:
                 batch_hashes.append(sha1_of_tensors(batch["input_ids"]))
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = training_loss(model, batch, train_args.fused_loss)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)

@@ -68,6 +68,29 @@ def test_token_level_attention_choice():
         train.attention_implementations(train.ModelArguments(attn_implementation="xformers"), "no", cpu)
 
 
+def test_fused_and_materialised_training_losses_agree():
+    from generation_helpers import random_model
+
+    from midi_event_transformer.data import DataCollatorForMidiEvents
+
+    train = load_train_script()
+    model = random_model().train()
+    generator = torch.Generator().manual_seed(4)
+    windows = [torch.randint(3, 3406, (events, 8), generator=generator).numpy() for events in (6, 4)]
+    batch = DataCollatorForMidiEvents()(windows)  # right-padded by whole events
+    grads = []
+    for fused in (True, False):
+        model.zero_grad()
+        loss = train.training_loss(model, batch, fused)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        if fused:
+            fused_loss = loss.detach()
+    torch.testing.assert_close(loss.detach(), fused_loss, rtol=1e-5, atol=1e-5)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_resume_reproduces_uninterrupted_run(song_files, tmp_path):
     train = load_train_script()
     args = ["--learning_rate", "5e-4", "--warmup_steps", "2", "--log_every", "1", "--eval_every", "0",

@@ -191,18 +191,21 @@ def test_logits_to_keep(model):
     torch.testing.assert_close(last[:, 0], full[:, -1], rtol=0, atol=1e-6)
 
 
+def loss_gradients(model: MidiEventTransformerForCausalLM, events: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gradients of the flat training loss on ``events`` (B, E, 8) by parameter name."""
+    model.zero_grad()
+    model(events, labels=events.reshape(events.shape[0], -1)).loss.backward()
+    return {name: param.grad.clone() for name, param in model.named_parameters()}
+
+
 def test_gradient_checkpointing_same_gradients():
     torch.manual_seed(0)
     model = MidiEventTransformerForCausalLM(tiny_config()).train()
     events = random_events(2, 4, seed=5)
-    labels = events.reshape(2, -1)
-    model(events, labels=labels).loss.backward()
-    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
+    plain = loss_gradients(model, events)
     model.activation_checkpointing_enable()
-    model(events, labels=labels).loss.backward()
-    for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, plain[name], rtol=0, atol=1e-6, msg=name)
+    for name, grad in loss_gradients(model, events).items():
+        torch.testing.assert_close(grad, plain[name], rtol=0, atol=1e-6, msg=name)
     assert torch.count_nonzero(model.net.embed_tokens.weight.grad[0]) == 0  # pad embedding is not trained
 
 
@@ -210,15 +213,10 @@ def test_compiled_layers_same_loss_gradients_and_cached_steps():
     torch.manual_seed(0)
     model = MidiEventTransformerForCausalLM(tiny_config()).train()
     events = random_events(2, 5, seed=6)
-    labels = events.reshape(2, -1)
-    model(events, labels=labels).loss.backward()
-    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
+    plain = loss_gradients(model, events)
     assert model.compile_layers(dynamic=False) is model
-    loss = model(events, labels=labels).loss
-    loss.backward()
-    for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, plain[name], rtol=1e-4, atol=1e-6, msg=name)
+    for name, grad in loss_gradients(model, events).items():
+        torch.testing.assert_close(grad, plain[name], rtol=1e-4, atol=1e-6, msg=name)
     model.eval()
     with torch.no_grad():  # cached calls take the eager layers: cached and uncached logits still agree
         full = model(events.reshape(2, -1), use_cache=False).logits

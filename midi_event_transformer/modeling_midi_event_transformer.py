@@ -573,9 +573,10 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
 
         The layers of a level share one compiled graph (same shapes), so compiling takes seconds, not minutes;
         the embeddings, the fused loss and the event/token reshaping stay eager. Calls that carry a KV cache
-        (cached forward, generation) keep using the eager layers, whose shapes change every step. On CPU this
-        makes a "small" training step ~10% faster in fp32 and ~15% with bf16 autocast (inductor fuses the
-        norms, rotary, SwiGLU and their backward; ``scripts/bench_train.py``). Needs a C++ compiler on CPU.
+        (cached forward, generation) keep using the eager layers, whose shapes change every step. On this CPU a
+        "small" training step gets ~15% faster under bf16 autocast and 0-10% in fp32, where matrix products
+        dominate (inductor fuses the norms, rotary, SwiGLU and their backward; ``scripts/bench_train.py``).
+        Needs a C++ compiler on CPU.
 
         Args:
             compile_kwargs: passed to ``torch.compile`` (e.g. ``mode``, ``dynamic``, ``backend``).

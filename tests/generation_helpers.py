@@ -22,13 +22,14 @@ from midi_event_transformer.vocabulary import (
 )
 
 
-def tiny_config(event_layers: int = 2, token_layers: int = 1) -> MidiEventTransformerConfig:
-    """Odd sizes, as in transformers' tests: hidden 24, 3 event heads over 1 kv head, 2 token heads, MLPs 40 / 36."""
+def tiny_config(event_layers: int = 2, token_layers: int = 1, **config_kwargs) -> MidiEventTransformerConfig:
+    """Odd sizes, as in transformers' tests: hidden 24, 3 event heads over 1 kv head, 2 token heads, MLPs 40 / 36.
+    ``config_kwargs`` go to the config (e.g. ``attn_implementation``)."""
     return MidiEventTransformerConfig(
         event_config={"hidden_size": 24, "num_hidden_layers": event_layers, "num_attention_heads": 3,
                       "num_key_value_heads": 1, "intermediate_size": 40},
         token_config={"hidden_size": 24, "num_hidden_layers": token_layers, "num_attention_heads": 2,
-                      "intermediate_size": 36})
+                      "intermediate_size": 36}, **config_kwargs)
 
 
 def random_model(config: MidiEventTransformerConfig | None = None) -> MidiEventTransformerForCausalLM:

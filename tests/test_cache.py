@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from generation_helpers import tiny_config as shared_tiny_config
 from transformers import DynamicCache
 
 from midi_event_transformer.cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
@@ -13,13 +14,8 @@ from midi_event_transformer.modeling_midi_event_transformer import MidiEventTran
 V = 3406
 
 
-def tiny_config(**overrides) -> MidiEventTransformerConfig:
-    event = {"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
-             "intermediate_size": 40}
-    event.update(overrides)
-    return MidiEventTransformerConfig(
-        event_config=event,
-        token_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 36})
+def tiny_config(event_layers: int = 2) -> MidiEventTransformerConfig:
+    return shared_tiny_config(event_layers=event_layers, token_layers=2)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +111,7 @@ def test_buffer_grows_by_doubling():
 def test_cache_from_another_model_is_rejected(model, prompt):
     with pytest.raises(ValueError, match="MidiEventTransformerCache"):
         model(prompt, past_key_values=DynamicCache())
-    other = MidiEventTransformerCache(tiny_config(num_hidden_layers=3))
+    other = MidiEventTransformerCache(tiny_config(event_layers=3))
     with pytest.raises(ValueError, match="built for a model with shapes"):
         model(prompt, past_key_values=other)
     with torch.no_grad():

@@ -13,11 +13,11 @@ import mido
 import numpy as np
 import pytest
 import torch
+from generation_helpers import tiny_config
 from huggingface_hub import CommitOperationAdd, ModelCard
 from transformers.dynamic_module_utils import get_relative_import_files
 
 import midi_event_transformer
-from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
 from midi_event_transformer.hub import IncompleteModelDirectoryError, list_upload_files, push_to_hub
 from midi_event_transformer.model_card import write_model_card
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
@@ -54,13 +54,6 @@ class RecordingHubApi:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_bytes(data)
         return folder
-
-
-def tiny_config() -> MidiEventTransformerConfig:
-    return MidiEventTransformerConfig(
-        event_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
-                      "intermediate_size": 40},
-        token_config={"hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 36})
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from generation_helpers import tiny_config as shared_tiny_config
 from peft import PeftModel
 from safetensors.torch import load_file
 
@@ -29,10 +30,7 @@ V = 3406
 
 
 def tiny_config() -> MidiEventTransformerConfig:
-    return MidiEventTransformerConfig(
-        event_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
-                      "intermediate_size": 40},
-        token_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 36})
+    return shared_tiny_config(event_layers=2, token_layers=2)
 
 
 def base_model() -> MidiEventTransformerForCausalLM:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from generation_helpers import tiny_config as shared_tiny_config
 
 from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
@@ -13,11 +14,7 @@ V = 3406
 
 
 def tiny_config(**kwargs) -> MidiEventTransformerConfig:
-    return MidiEventTransformerConfig(
-        event_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
-                      "intermediate_size": 40},
-        token_config={"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 36},
-        **kwargs)
+    return shared_tiny_config(event_layers=2, token_layers=2, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -255,10 +255,12 @@ def test_few_rows_linear_equals_linear(rows, with_bias):
     weight = torch.randn(37, 19, generator=generator)
     bias = torch.randn(37, generator=generator) if with_bias else None
     x = torch.randn(rows, 1, 19, generator=generator)  # (B, 1, in) as a decoding step
+    x_column_major = x.reshape(rows, 19).t().contiguous().t().reshape(rows, 1, 19)  # as a previous product returns
     for w in (weight, weight.t().contiguous().t()):  # row-major and column-major storage
-        got = few_rows_linear(x, w, bias)
-        assert got.shape == (rows, 1, 37)
-        torch.testing.assert_close(got, torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+        for inputs in (x, x_column_major):
+            got = few_rows_linear(inputs, w, bias)
+            assert got.shape == (rows, 1, 37)
+            torch.testing.assert_close(got, torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 
 
 def test_decoding_layout_follows_rows_per_step():

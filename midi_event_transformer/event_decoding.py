@@ -39,6 +39,7 @@ from transformers.generation.logits_process import (
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
+from .decoding_layout import decoding_linear, packed_bias, packed_weight
 from .grammar import MidiGrammarLogitsProcessor
 from .modeling_midi_event_transformer import apply_rotary
 
@@ -55,45 +56,26 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
-_FEW_ROWS = (2, 4)  # row counts for which few_rows_linear computes weight @ x^T
-
-
-def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``; for an ``x`` (..., in) of 2 to 4 rows and a row-major weight on CPU in
-    float32, computed as ``(weight @ x^T)^T``.
-
-    A product with a few rows (a decoding step of a small batch) otherwise goes through the BLAS's small-``M``
-    path, which reads the ``(out, in)`` weight at a fraction of the memory bandwidth; ``weight @ x^T`` (a GEMM
-    with 2-4 columns) streams it: 1.2-3.5x faster per product for the "small" and "tv2o-medium" shapes here.
-    One row is left to ``F.linear`` (see ``MidiEventTransformerForCausalLM.use_cpu_decoding_layout``).
-    ``x`` is made row-contiguous first: the ``(n, out)`` result of a previous product is a transposed view, and
-    with it as the right-hand operand the BLAS takes a path that reads the weight at half the bandwidth
-    (tv2o-medium ``down_proj``, 4 rows: 2.7 -> 1.3 ms).
-    Same values as ``F.linear`` up to float rounding.
-    """
-    rows = x.reshape(-1, x.shape[-1])  # (n, in)
-    if (not _FEW_ROWS[0] <= rows.shape[0] <= _FEW_ROWS[1] or x.device.type != "cpu" or x.dtype != torch.float32
-            or weight.stride(-1) != 1):
-        return F.linear(x, weight, bias)
-    out = (weight @ rows.contiguous().t()).t()  # (out, n) product, returned as an (n, out) view
-    if bias is not None:
-        out = out + bias
-    return out.reshape(*x.shape[:-1], out.shape[-1])
-
-
 def _bound_linear(module: nn.Module):
-    """``module``'s product as a cheap callable: :func:`few_rows_linear` on its parameters for a plain Linear,
+    """``module``'s product as a cheap callable: :func:`decoding_linear` on its parameters for a plain Linear,
     else its forward (LoRA, int8)."""
     if type(module) is nn.Linear:
-        return partial(few_rows_linear, weight=module.weight, bias=module.bias)
+        return partial(decoding_linear, weight=module.weight, bias=module.bias)
     return module.forward
+
+
+def _bound_packed(linears: list[nn.Module]):
+    """One :func:`decoding_linear` over the packed weights of ``linears`` (``None`` when they are not packed)."""
+    weight = packed_weight(linears)
+    return None if weight is None else partial(decoding_linear, weight=weight, bias=packed_bias(linears))
 
 
 class _LeanLayer:
     """A decoder layer's operations (as ``MidiEventTransformerDecoderLayer.forward``) on pre-bound ``forward``s.
 
     Binding the submodules' ``forward`` methods once skips module-call and attribute-lookup overhead per step;
-    wrapped Linear layers (LoRA, int8) keep working since their own ``forward`` is what gets bound.
+    wrapped Linear layers (LoRA, int8) keep working since their own ``forward`` is what gets bound. Packed
+    q/k/v and gate/up weights (``decoding_layout``) run as one product each, with one rotary call for q and k.
     """
 
     def __init__(self, layer: nn.Module) -> None:
@@ -101,8 +83,12 @@ class _LeanLayer:
         self.input_norm, self.post_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
         self.q, self.k, self.v, self.o = (_bound_linear(attn.q_proj), _bound_linear(attn.k_proj),
                                           _bound_linear(attn.v_proj), _bound_linear(attn.o_proj))
+        self.qkv = _bound_packed([attn.q_proj, attn.k_proj, attn.v_proj])
         self.gate, self.up, self.down, self.act = (_bound_linear(mlp.gate_proj), _bound_linear(mlp.up_proj),
                                                    _bound_linear(mlp.down_proj), mlp.act_fn)
+        self.gate_up = _bound_packed([mlp.gate_proj, mlp.up_proj])
+        self.heads, self.kv_heads = attn.num_heads, attn.num_key_value_heads
+        self.intermediate = mlp.up_proj.out_features
         self.head_dim, self.scale = attn.head_dim, attn.scaling
         self.gqa = attn.num_heads != attn.num_key_value_heads
         self.attend = None if attn.implementation == "sdpa" else attn.attend
@@ -111,10 +97,15 @@ class _LeanLayer:
                  mask: torch.Tensor | None) -> torch.Tensor:
         batch, length, _ = x.shape
         h = self.input_norm(x)
-        q = self.q(h).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h, T, d)
-        k = self.k(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
-        v = self.v(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.qkv is not None:
+            qkv = self.qkv(h).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h + 2 kv, T, d)
+            qk = apply_rotary(qkv[:, :self.heads + self.kv_heads], cos, sin)
+            q, k, v = qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
+        else:
+            q = self.q(h).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h, T, d)
+            k = self.k(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+            v = self.v(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         k, v = kv.append(k, v)
         if self.attend is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.gqa)
@@ -122,6 +113,9 @@ class _LeanLayer:
             out = self.attend(q, k, v, mask, False)  # (B, h, T, d)
         x = x + self.o(out.transpose(1, 2).reshape(batch, length, -1))
         h = self.post_norm(x)
+        if self.gate_up is not None:
+            gate_up = self.gate_up(h)  # (B, T, 2 I)
+            return x + self.down(self.act(gate_up[..., :self.intermediate]) * gate_up[..., self.intermediate:])
         return x + self.down(self.act(self.gate(h)) * self.up(h))
 
 
@@ -204,7 +198,7 @@ class _Scorer:
         lo, hi = min(span[0] for span in spans), max(span[1] for span in spans)
         if type(self.lm_head) is nn.Linear:
             bias = None if self.lm_head.bias is None else self.lm_head.bias[lo:hi]
-            scores = few_rows_linear(hidden, self.lm_head.weight[lo:hi], bias).to(dtype=torch.float32)  # (B, hi - lo)
+            scores = decoding_linear(hidden, self.lm_head.weight[lo:hi], bias).to(dtype=torch.float32)  # (B, hi - lo)
         else:  # quantized / adapted heads: full product, then the slice
             scores = self.lm_head.forward(hidden)[:, lo:hi].to(dtype=torch.float32)
         if len(live_states) > 1 or not grammar.state_is_range[next(iter(live_states))] or not all(live):

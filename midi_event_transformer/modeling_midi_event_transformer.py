@@ -296,6 +296,14 @@ class MidiEventTransformerPreTrainedModel(PreTrainedModel):
     def _can_set_attn_implementation(cls) -> bool:
         return True  # attention reads config._attn_implementation ("sdpa" or "eager") at every call
 
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """``nn.Module.state_dict``, after giving weights packed for CPU decoding their own storage again
+        (``decoding_layout.separate_packed_weights``): savers refuse or deduplicate tensors sharing memory."""
+        from .decoding_layout import separate_packed_weights
+
+        separate_packed_weights(self)
+        return super().state_dict(*args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, MidiEventTransformerRotaryEmbedding):  # non-persistent: recomputed after loading
@@ -606,21 +614,15 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
     def use_cpu_decoding_layout(self, rows_per_step: int = 1) -> None:
         """Store the Linear weights in the layout CPU decoding reads fastest, for ``rows_per_step`` rows a step.
 
-        With one row (batch 1), a product reads an ``(in, out)``-contiguous weight about twice as fast as the
-        default ``(out, in)`` layout when ``out > in``, so the widening layers (gate/up projections, ``lm_head``)
-        are stored column-major. With 2-4 rows, ``event_decoding.few_rows_linear`` multiplies row-major weights
-        fastest, so every weight is stored row-major (the default). Values, shapes, names and saved files are
-        unchanged (only the strides differ). Idempotent; the event-level decoding loop calls it on CPU.
+        q/k/v and gate/up projections are packed back to back (the decoding loop runs each group as one product);
+        products that one row (batch 1) runs through ``F.linear`` are stored column-major when they widen, all
+        others row-major (the kernel choice is ``decoding_layout.product_kind``). Values, shapes, names and saved files are unchanged (parameters
+        become views of the shared buffers). Idempotent; the event-level decoding loop calls it on CPU. See
+        ``decoding_layout.apply_cpu_decoding_layout``.
         """
-        for module in self.modules():
-            if type(module) is not nn.Linear:
-                continue
-            weight = module.weight
-            column_major = rows_per_step == 1 and module.out_features > module.in_features
-            if column_major and weight.stride() != (1, weight.shape[0]):
-                weight.data = weight.data.t().contiguous().t()
-            elif not column_major and not weight.is_contiguous():
-                weight.data = weight.data.contiguous()
+        from .decoding_layout import apply_cpu_decoding_layout
+
+        apply_cpu_decoding_layout(self, rows_per_step)
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, generation_config: Any = None,

@@ -248,8 +248,8 @@ def test_grammar_can_be_disabled(model):
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_few_rows_linear_equals_linear(rows, with_bias):
-    from midi_event_transformer.event_decoding import few_rows_linear
+def test_decoding_linear_equals_linear(rows, with_bias):
+    from midi_event_transformer.decoding_layout import decoding_linear
 
     generator = torch.Generator().manual_seed(rows)
     weight = torch.randn(37, 19, generator=generator)
@@ -258,20 +258,45 @@ def test_few_rows_linear_equals_linear(rows, with_bias):
     x_column_major = x.reshape(rows, 19).t().contiguous().t().reshape(rows, 1, 19)  # as a previous product returns
     for w in (weight, weight.t().contiguous().t()):  # row-major and column-major storage
         for inputs in (x, x_column_major):
-            got = few_rows_linear(inputs, w, bias)
+            got = decoding_linear(inputs, w, bias)
             assert got.shape == (rows, 1, 37)
             torch.testing.assert_close(got, torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 9])
+def test_decoding_linear_large_weight_kernels(rows):
+    from midi_event_transformer.decoding_layout import decoding_linear, onednn_linear_available, product_kind
+
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(1024, 1024, generator=generator) / 32  # 2**20 elements: oneDNN's size where available
+    bias = torch.randn(1024, generator=generator)
+    x = torch.randn(rows, 1, 1024, generator=generator)
+    expected_kind = {1: "onednn", 2: "transposed", 3: "onednn", 4: "onednn", 9: "linear"}[rows]
+    if not onednn_linear_available():
+        expected_kind = {2: "transposed", 3: "transposed", 4: "transposed"}.get(rows, "linear")
+    assert product_kind(1024, 1024, rows) == expected_kind
+    assert product_kind(1023, 1024, rows) != "onednn"
+    torch.testing.assert_close(decoding_linear(x, weight, bias), torch.nn.functional.linear(x, weight, bias),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_decoding_layout_follows_rows_per_step():
+    from midi_event_transformer.decoding_layout import packed_weight
+
     model = random_model()
-    model.use_cpu_decoding_layout(rows_per_step=1)
-    gate = model.net.layers[0].mlp.gate_proj.weight  # widening: column-major for single-row steps
-    assert gate.stride() == (1, gate.shape[0])
-    assert model.net.layers[0].self_attn.q_proj.weight.is_contiguous()  # square: unchanged
     before = {name: p.clone() for name, p in model.named_parameters()}
+    model.use_cpu_decoding_layout(rows_per_step=1)
+    mlp, attn = model.net.layers[0].mlp, model.net.layers[0].self_attn
+    gate_up = packed_weight([mlp.gate_proj, mlp.up_proj])  # widening: packed column-major for single-row steps
+    assert gate_up is not None and gate_up.stride() == (1, gate_up.shape[0])
+    torch.testing.assert_close(gate_up, torch.cat([before["net.layers.0.mlp.gate_proj.weight"],
+                                                   before["net.layers.0.mlp.up_proj.weight"]]), rtol=0, atol=0)
+    assert packed_weight([attn.q_proj, attn.k_proj, attn.v_proj]) is not None
+    assert mlp.down_proj.weight.is_contiguous()  # narrowing: row-major
+    assert packed_weight([attn.q_proj, attn.o_proj]) is None  # not siblings
     model.use_cpu_decoding_layout(rows_per_step=4)
     assert all(p.is_contiguous() for p in model.parameters())
+    assert packed_weight([mlp.gate_proj, mlp.up_proj]).is_contiguous()
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
     prompt = bos_prompt(3)
     greedy = model.generate(prompt, max_new_tokens=40, do_sample=False)  # 3 rows: the transposed products

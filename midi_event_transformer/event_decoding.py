@@ -39,7 +39,7 @@ from transformers.generation.logits_process import (
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
-from .decoding_layout import decoding_linear, packed_bias, packed_weight
+from .decoding_layout import blocked_linear, decoding_linear, packed_bias, packed_weight
 from .grammar import MidiGrammarLogitsProcessor
 from .modeling_midi_event_transformer import apply_rotary
 
@@ -56,18 +56,23 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
-def _bound_linear(module: nn.Module):
-    """``module``'s product as a cheap callable: :func:`decoding_linear` on its parameters for a plain Linear,
-    else its forward (LoRA, int8)."""
-    if type(module) is nn.Linear:
-        return partial(decoding_linear, weight=module.weight, bias=module.bias)
-    return module.forward
+def _bound_linear(module: nn.Module, rows: int, blocked: bool):
+    """``module``'s product as a cheap callable for ``rows`` rows: on a blocked copy of its weight when
+    ``blocked`` and oneDNN applies, else :func:`decoding_linear` on its parameters for a plain Linear, else its
+    forward (LoRA, int8)."""
+    if type(module) is not nn.Linear:
+        return module.forward
+    return (blocked and blocked_linear(module.weight, module.bias, rows)
+            or partial(decoding_linear, weight=module.weight, bias=module.bias))
 
 
-def _bound_packed(linears: list[nn.Module]):
-    """One :func:`decoding_linear` over the packed weights of ``linears`` (``None`` when they are not packed)."""
+def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool):
+    """One product over the packed weights of ``linears`` (``None`` when they are not packed)."""
     weight = packed_weight(linears)
-    return None if weight is None else partial(decoding_linear, weight=weight, bias=packed_bias(linears))
+    if weight is None:
+        return None
+    bias = packed_bias(linears)
+    return blocked and blocked_linear(weight, bias, rows) or partial(decoding_linear, weight=weight, bias=bias)
 
 
 class _LeanLayer:
@@ -78,15 +83,18 @@ class _LeanLayer:
     q/k/v and gate/up weights (``decoding_layout``) run as one product each, with one rotary call for q and k.
     """
 
-    def __init__(self, layer: nn.Module) -> None:
+    def __init__(self, layer: nn.Module, rows: int, blocked: bool) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.input_norm, self.post_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
-        self.q, self.k, self.v, self.o = (_bound_linear(attn.q_proj), _bound_linear(attn.k_proj),
-                                          _bound_linear(attn.v_proj), _bound_linear(attn.o_proj))
-        self.qkv = _bound_packed([attn.q_proj, attn.k_proj, attn.v_proj])
-        self.gate, self.up, self.down, self.act = (_bound_linear(mlp.gate_proj), _bound_linear(mlp.up_proj),
-                                                   _bound_linear(mlp.down_proj), mlp.act_fn)
-        self.gate_up = _bound_packed([mlp.gate_proj, mlp.up_proj])
+        self.qkv = _bound_packed([attn.q_proj, attn.k_proj, attn.v_proj], rows, blocked)
+        self.q, self.k, self.v = (None, None, None) if self.qkv else (
+            _bound_linear(attn.q_proj, rows, blocked), _bound_linear(attn.k_proj, rows, blocked),
+            _bound_linear(attn.v_proj, rows, blocked))
+        self.o = _bound_linear(attn.o_proj, rows, blocked)
+        self.gate_up = _bound_packed([mlp.gate_proj, mlp.up_proj], rows, blocked)
+        self.gate, self.up = (None, None) if self.gate_up else (_bound_linear(mlp.gate_proj, rows, blocked),
+                                                                _bound_linear(mlp.up_proj, rows, blocked))
+        self.down, self.act = _bound_linear(mlp.down_proj, rows, blocked), mlp.act_fn
         self.heads, self.kv_heads = attn.num_heads, attn.num_key_value_heads
         self.intermediate = mlp.up_proj.out_features
         self.head_dim, self.scale = attn.head_dim, attn.scaling
@@ -120,13 +128,23 @@ class _LeanLayer:
 
 
 class _LeanModel:
-    """The event step and token step of ``model`` on its cache, with pre-bound layers."""
+    """The event step and token step of ``model`` on its cache, with pre-bound layers for ``rows`` rows a step.
 
-    def __init__(self, model: Any, cache: MidiEventTransformerCache) -> None:
+    A level's large weights get oneDNN blocked copies (``decoding_layout.blocked_linear``) when the planned
+    events read each of them at least ``BLOCKED_COPY_MIN_READS`` times (once per event for the event level, up
+    to 8 times for the token level): below that the copy costs more time than it saves.
+    """
+
+    BLOCKED_COPY_MIN_READS = 32
+
+    def __init__(self, model: Any, cache: MidiEventTransformerCache, rows: int, planned_events: int) -> None:
         self.cache = cache
         self.event_embed, self.token_embed = model.net.embed_tokens.forward, model.net_token.embed_tokens.forward
-        self.event_layers = [_LeanLayer(layer) for layer in model.net.layers]
-        self.token_layers = [_LeanLayer(layer) for layer in model.net_token.layers]
+        reads = model.config.tokens_per_event * planned_events
+        self.event_layers = [_LeanLayer(layer, rows, blocked=planned_events >= self.BLOCKED_COPY_MIN_READS)
+                             for layer in model.net.layers]
+        self.token_layers = [_LeanLayer(layer, rows, blocked=reads >= self.BLOCKED_COPY_MIN_READS)
+                             for layer in model.net_token.layers]
         self.event_norm, self.token_norm = model.net.norm.forward, model.net_token.norm.forward
         self.event_rotary, self.token_rotary = model.net.rotary_emb, model.net_token.rotary_emb
 
@@ -299,7 +317,7 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
         cache = MidiEventTransformerCache(model.config)
     prefill = model(input_ids=input_ids[:, cache.get_seq_length():], attention_mask=model_kwargs.get("attention_mask"),
                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
-    lean = _LeanModel(model, cache)
+    lean = _LeanModel(model, cache, rows=batch, planned_events=(max_length - prompt_length) // k)
     if grammar is not None:
         grammar._to(sequences.device)
 

@@ -302,3 +302,41 @@ def test_decoding_layout_follows_rows_per_step():
     greedy = model.generate(prompt, max_new_tokens=40, do_sample=False)  # 3 rows: the transposed products
     per_token = model.generate(prompt, max_new_tokens=40, do_sample=False, event_loop=False)
     torch.testing.assert_close(greedy, per_token, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rows", [2, 3, 4, 8])
+def test_blocked_linear_equals_linear(rows):
+    from midi_event_transformer.decoding_layout import blocked_linear, onednn_linear_available
+
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(1024, 1024, generator=generator) / 32
+    bias = torch.randn(1024, generator=generator)
+    product = blocked_linear(weight, bias, rows)
+    if rows < 3 or not onednn_linear_available():
+        assert product is None
+        return
+    assert blocked_linear(weight[:, :512], bias, rows) is None  # not row-major contiguous
+    assert blocked_linear(weight[:1000], bias[:1000], rows) is None  # below the size that pays
+    x = torch.randn(rows, 1, 1024, generator=generator)
+    expected = torch.nn.functional.linear(x, weight, bias)
+    torch.testing.assert_close(product(x), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(product(x.transpose(0, 1).contiguous().transpose(0, 1)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_with_onednn_and_blocked_products_equals_per_token_loop(monkeypatch):
+    from midi_event_transformer import decoding_layout, event_decoding
+
+    if not decoding_layout.onednn_linear_available():
+        pytest.skip("oneDNN linear is not available in this torch build")
+    monkeypatch.setattr(decoding_layout, "ONEDNN_MIN_WEIGHT", 1)  # every weight of the tiny model goes to oneDNN
+    monkeypatch.setattr(event_decoding._LeanModel, "BLOCKED_COPY_MIN_READS", 1)
+    made = []
+    blocked_linear = decoding_layout.blocked_linear
+    monkeypatch.setattr(event_decoding, "blocked_linear", lambda *args: made.append(blocked_linear(*args)) or made[-1])
+    model = random_model()
+    for batch in (1, 3):
+        prompt = bos_prompt(batch)
+        greedy = model.generate(prompt, max_new_tokens=40, do_sample=False)
+        per_token = model.generate(prompt, max_new_tokens=40, do_sample=False, event_loop=False)
+        torch.testing.assert_close(greedy, per_token, rtol=0, atol=0)
+    assert any(product is not None for product in made)  # batch 3 ran blocked copies

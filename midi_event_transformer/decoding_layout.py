@@ -63,27 +63,46 @@ def product_kind(out_features: int, in_features: int, rows: int) -> str:
     return "linear"
 
 
+def _transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    # x made row-contiguous: the (n, out) result of a previous weight @ x^T is a transposed view, and with it as
+    # the right-hand operand MKL reads the weight at half the bandwidth (tv2o-medium down_proj: 2.7 -> 1.3 ms)
+    rows = x.reshape(-1, x.shape[-1]).contiguous()  # (n, in)
+    out = (weight @ rows.t()).t()  # (out, n) product, returned as an (n, out) view
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    rows = x.reshape(-1, x.shape[-1]).contiguous()  # (n, in)
+    out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")  # (n, out)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _kernel(weight: torch.Tensor, rows: int) -> Callable:
+    """The function computing ``F.linear(x, weight, bias)`` fastest for ``rows`` rows (see [`product_kind`])."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.stride(-1) != 1:
+        return F.linear
+    kind = product_kind(weight.shape[0], weight.shape[1], rows)
+    if kind == "onednn" and weight.is_contiguous():
+        return _onednn_linear
+    return _transposed_linear if kind == "transposed" else F.linear
+
+
 def decoding_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for an ``x`` (..., in) of a few rows, through the kernel [`product_kind`]
     picks when the call is on CPU in float32 with a row-major weight (else ``F.linear``).
-
-    ``x`` is made row-contiguous first: the ``(n, out)`` result of a previous ``weight @ x^T`` is a transposed
-    view, and with it as the right-hand operand MKL takes a path that reads the weight at half the bandwidth
-    (tv2o-medium ``down_proj``, 4 rows: 2.7 -> 1.3 ms). Same values as ``F.linear`` up to float rounding.
+    Same values as ``F.linear`` up to float rounding.
     """
-    rows = x.reshape(-1, x.shape[-1])  # (n, in)
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.stride(-1) != 1:
+    if x.dtype != torch.float32:
         return F.linear(x, weight, bias)
-    kind = product_kind(weight.shape[0], weight.shape[1], rows.shape[0])
-    if kind == "linear" or (kind == "onednn" and not weight.is_contiguous()):
-        return F.linear(x, weight, bias)
-    if kind == "onednn":
-        out = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), weight, bias, "none", [], "")  # (n, out)
-    else:
-        out = (weight @ rows.contiguous().t()).t()  # (out, n) product, returned as an (n, out) view
-        if bias is not None:
-            out = out + bias
-    return out.reshape(*x.shape[:-1], out.shape[-1])
+    return _kernel(weight, x.numel() // x.shape[-1])(x, weight, bias)
+
+
+def bound_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Callable:
+    """``x -> decoding_linear(x, weight, bias)`` for inputs of ``rows`` rows in the weight's dtype, with the
+    kernel chosen once (a decoding loop calls it thousands of times)."""
+    return partial(_kernel(weight, rows), weight=weight, bias=bias)
 
 
 def _onednn_blocked_linear(x: torch.Tensor, blocked: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -208,5 +227,5 @@ def separate_packed_weights(model: nn.Module) -> None:
     model._cpu_decoding_packed = False
 
 
-__all__ = ["apply_cpu_decoding_layout", "blocked_linear", "decoding_linear", "onednn_linear_available", "packed_bias", "packed_weight",
+__all__ = ["apply_cpu_decoding_layout", "blocked_linear", "bound_linear", "decoding_linear", "onednn_linear_available", "packed_bias", "packed_weight",
            "product_kind", "separate_packed_weights"]

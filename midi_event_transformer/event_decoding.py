@@ -21,7 +21,6 @@ Beam search, ``return_dict_in_generate`` and multi-GPU sync fall back to transfo
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import torch
@@ -39,7 +38,7 @@ from transformers.generation.logits_process import (
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
-from .decoding_layout import blocked_linear, decoding_linear, packed_bias, packed_weight
+from .decoding_layout import blocked_linear, bound_linear, decoding_linear, packed_bias, packed_weight
 from .grammar import MidiGrammarLogitsProcessor
 from .modeling_midi_event_transformer import apply_rotary
 
@@ -62,8 +61,7 @@ def _bound_linear(module: nn.Module, rows: int, blocked: bool):
     forward (LoRA, int8)."""
     if type(module) is not nn.Linear:
         return module.forward
-    return (blocked and blocked_linear(module.weight, module.bias, rows)
-            or partial(decoding_linear, weight=module.weight, bias=module.bias))
+    return blocked and blocked_linear(module.weight, module.bias, rows) or bound_linear(module.weight, module.bias, rows)
 
 
 def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool):
@@ -72,7 +70,7 @@ def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool):
     if weight is None:
         return None
     bias = packed_bias(linears)
-    return blocked and blocked_linear(weight, bias, rows) or partial(decoding_linear, weight=weight, bias=bias)
+    return blocked and blocked_linear(weight, bias, rows) or bound_linear(weight, bias, rows)
 
 
 class _LeanLayer:
@@ -146,7 +144,10 @@ class _LeanModel:
         self.token_layers = [_LeanLayer(layer, rows, blocked=reads >= self.BLOCKED_COPY_MIN_READS)
                              for layer in model.net_token.layers]
         self.event_norm, self.token_norm = model.net.norm.forward, model.net_token.norm.forward
-        self.event_rotary, self.token_rotary = model.net.rotary_emb, model.net_token.rotary_emb
+        self.event_rotary = model.net.rotary_emb
+        dtype = model.net_token.embed_tokens.weight.dtype
+        self.token_rotations = [model.net_token.rotary_emb.span(row, 1, dtype)  # (cos, sin) of each token row
+                                for row in range(model.config.tokens_per_event)]
 
     def event_step(self, event: torch.Tensor) -> torch.Tensor:
         """Event transformer on one new event ``event`` (B, K) -> its state (B, 1, H); resets the token level."""
@@ -163,7 +164,7 @@ class _LeanModel:
 
     def token_step(self, rows: torch.Tensor, row: int) -> torch.Tensor:
         """Token transformer on one input row (B, 1, H) at row index ``row`` -> hidden (B, H)."""
-        cos, sin = self.token_rotary.span(row, 1, rows.dtype)
+        cos, sin = self.token_rotations[row]
         x = rows
         for layer, kv in zip(self.token_layers, self.cache.token_layers, strict=True):
             x = layer(x, cos, sin, kv, None)
@@ -251,8 +252,9 @@ class _TopKTopPSampler:
         values, indices = torch.topk(scores, min(self.top_k, scores.shape[-1]))  # (B, k) descending
         probs = torch.softmax(values, dim=-1)
         mass_before = probs.cumsum(dim=-1) - probs  # (B, k) mass of the more likely tokens
-        drop = mass_before >= self.top_p
-        drop[:, :self.keep] = False
+        drop = mass_before >= self.top_p  # never the first (its mass_before is 0) unless top_p is 0
+        if self.keep > 1 or self.top_p <= 0:
+            drop[:, :self.keep] = False
         choice = torch.multinomial(probs.masked_fill(drop, 0.0), num_samples=1)  # (B, 1)
         return indices.gather(1, choice).squeeze(1)
 

@@ -189,6 +189,10 @@ class _Scorer:
                 suppressed[p.suppress_tokens.cpu()] = True
         self.suppressed = suppressed.to(model.device)
         self.suppressed_before = [0, *torch.cumsum(suppressed.long(), 0).tolist()]  # count of suppressed ids < i
+        if self.compact:  # grammar as an additive mask per state (0 or -inf); its last row, all 0, for finished
+            allowed = self.grammar.allowed.to(model.device)  # rows, whose token becomes pad: any finite score
+            self.grammar_mask = torch.zeros(allowed.shape[0] + 1, vocab, device=model.device)
+            self.grammar_mask[:-1].masked_fill_(~allowed, float("-inf"))
 
         # temperature -> top-k -> top-p (transformers' order) can be fused into one sampler on the top-k values
         warpers = [p for p in self.processors if isinstance(p, _SHAPE_AGNOSTIC_WARPERS)]
@@ -221,9 +225,8 @@ class _Scorer:
         else:  # quantized / adapted heads: full product, then the slice
             scores = self.lm_head.forward(hidden)[:, lo:hi].to(dtype=torch.float32)
         if len(live_states) > 1 or not grammar.state_is_range[next(iter(live_states))] or not all(live):
-            allowed = grammar.allowed[torch.tensor(states, device=scores.device), lo:hi]  # (B, hi - lo)
-            allowed[:, 0] |= ~allowed.any(dim=1)  # rows with nothing allowed here (finished): any finite column
-            scores = scores.masked_fill(~allowed, float("-inf"))
+            rows = [state if alive else -1 for state, alive in zip(states, live, strict=True)]
+            scores = scores + self.grammar_mask[:, lo:hi][torch.tensor(rows, device=scores.device)]  # (B, hi - lo)
         for processor in self.processors:
             if processor is grammar:
                 continue

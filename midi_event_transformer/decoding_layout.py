@@ -5,8 +5,9 @@ the weight's layout and the call. Measured here (2-core AMD EPYC, torch 2.13, MK
 [`product_kind`]):
 
 - large weights (>= 2**20 elements, tv2o-medium's layers) stream fastest through oneDNN's linear, whose time
-  hardly grows with the rows (1024 x 4096, cold: 0.77 ms for 1, 2 or 4 rows; MKL: 0.94 / 1.04 / 1.52 ms),
-  except 2 rows, where MKL's ``weight @ x^T`` is faster still;
+  grows little with the rows (1024 x 4096, cold, 1 / 2 / 4 rows: 0.77 / 0.97 / 0.92 ms; MKL: 0.94 / 1.04 /
+  1.52 ms), except 2 rows of square weights, where MKL's ``weight @ x^T`` is faster still; with 3-8 rows,
+  oneDNN's own blocked copy of the weight streams as fast as one row ([`blocked_linear`]);
 - smaller weights (the "small" config) pay oneDNN's fixed cost per call: 2-4 rows go fastest as MKL's
   ``weight @ x^T`` on a row-major weight, one row as ``F.linear``, on an ``(in, out)``-contiguous
   ("column-major") weight when it widens (``out > in``);
@@ -37,8 +38,8 @@ TRANSPOSED_ROWS = (2, 4)  # row counts for which MKL's weight @ x^T beats F.line
 
 @cache
 def onednn_linear_available() -> bool:
-    """Whether oneDNN's fp32 linear (``torch.ops.mkldnn._linear_pointwise``, the op torch.compile's CPU backend
-    emits for Linear layers) runs here and agrees with ``F.linear``; checked once."""
+    """Whether oneDNN's fp32 linear (``torch.ops.mkldnn._linear_pointwise``, a private PyTorch op, hence the
+    check) runs here and agrees with ``F.linear``; checked once. Without it decoding uses MKL products only."""
     try:
         if not torch.backends.mkldnn.is_available():
             return False

@@ -340,3 +340,17 @@ def test_greedy_with_onednn_and_blocked_products_equals_per_token_loop(monkeypat
         per_token = model.generate(prompt, max_new_tokens=40, do_sample=False, event_loop=False)
         torch.testing.assert_close(greedy, per_token, rtol=0, atol=0)
     assert any(product is not None for product in made)  # batch 3 ran blocked copies
+
+
+def test_decoding_without_onednn_uses_mkl_products(monkeypatch):
+    from midi_event_transformer import decoding_layout
+
+    monkeypatch.setattr(decoding_layout, "onednn_linear_available", lambda: False)  # a torch built without it
+    assert [decoding_layout.product_kind(4096, 1024, rows) for rows in (1, 2, 3, 4, 8)] == [
+        "linear", "transposed", "transposed", "transposed", "linear"]
+    assert decoding_layout.blocked_linear(torch.zeros(1024, 1024), None, 4) is None
+    model = random_model()
+    prompt = bos_prompt(3)
+    greedy = model.generate(prompt, max_new_tokens=24, do_sample=False)
+    per_token = model.generate(prompt, max_new_tokens=24, do_sample=False, event_loop=False)
+    torch.testing.assert_close(greedy, per_token, rtol=0, atol=0)

@@ -285,11 +285,14 @@ def _parameter_limit(grammar: MidiGrammarLogitsProcessor | None, event_starts: l
 def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList,
                     stopping_criteria: StoppingCriteriaList, generation_config: GenerationConfig,
                     synced_gpus: bool = False, streamer: Any = None, event_streamer: Any = None,
+                    cpu_weight_copies: bool = True,
                     **model_kwargs: Any) -> torch.LongTensor:
     """Decode event by event. Signature of ``GenerationMixin._sample`` (pass as ``generate(custom_generate=...)``).
 
     ``event_streamer``: a streamer transformers did not see (it hands a callable no ``streamer``); it first
     receives the prompt, as ``generate`` does for its own streamer.
+    ``cpu_weight_copies``: allow oneDNN blocked copies of large weights for a batch of 3-8 on CPU (faster, but as
+    much memory again as those weights while the generation runs); ``False`` decodes on the weights themselves.
 
     Returns:
         `torch.LongTensor` (batch, total length): the prompts followed by the generated tokens.
@@ -322,7 +325,8 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
         cache = MidiEventTransformerCache(model.config)
     prefill = model(input_ids=input_ids[:, cache.get_seq_length():], attention_mask=model_kwargs.get("attention_mask"),
                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
-    lean = _LeanModel(model, cache, rows=batch, planned_events=(max_length - prompt_length) // k)
+    planned_events = (max_length - prompt_length) // k if cpu_weight_copies else 0  # 0: no weight copies pay
+    lean = _LeanModel(model, cache, rows=batch, planned_events=planned_events)
     if grammar is not None:
         grammar._to(sequences.device)
 

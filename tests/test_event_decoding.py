@@ -340,6 +340,10 @@ def test_greedy_with_onednn_and_blocked_products_equals_per_token_loop(monkeypat
         per_token = model.generate(prompt, max_new_tokens=40, do_sample=False, event_loop=False)
         torch.testing.assert_close(greedy, per_token, rtol=0, atol=0)
     assert any(product is not None for product in made)  # batch 3 ran blocked copies
+    made.clear()
+    without_copies = model.generate(bos_prompt(3), max_new_tokens=40, do_sample=False, cpu_weight_copies=False)
+    assert not made
+    torch.testing.assert_close(without_copies, greedy, rtol=0, atol=0)
 
 
 def test_decoding_without_onednn_uses_mkl_products(monkeypatch):

@@ -258,7 +258,9 @@ class _TopKTopPSampler:
         drop = mass_before >= self.top_p  # never the first (its mass_before is 0) unless top_p is 0
         if self.keep > 1 or self.top_p <= 0:
             drop[:, :self.keep] = False
-        choice = torch.multinomial(probs.masked_fill(drop, 0.0), num_samples=1)  # (B, 1)
+        kept = probs.masked_fill(drop, 0.0)
+        # torch.multinomial(kept, 1) without its input checks: the same exponential race, so the same draws
+        choice = (kept / torch.empty_like(kept).exponential_()).argmax(dim=-1, keepdim=True)  # (B, 1)
         return indices.gather(1, choice).squeeze(1)
 
 

@@ -358,3 +358,20 @@ def test_decoding_without_onednn_uses_mkl_products(monkeypatch):
     greedy = model.generate(prompt, max_new_tokens=24, do_sample=False)
     per_token = model.generate(prompt, max_new_tokens=24, do_sample=False, event_loop=False)
     torch.testing.assert_close(greedy, per_token, rtol=0, atol=0)
+
+
+def test_top_k_top_p_sampler_draws_as_multinomial():
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    from midi_event_transformer.event_decoding import _TopKTopPSampler
+
+    sampler = _TopKTopPSampler(TopKLogitsWarper(top_k=20), TopPLogitsWarper(top_p=0.9))
+    scores = torch.randn(5, 130, generator=torch.Generator().manual_seed(0)) * 2
+    values, indices = torch.topk(scores, 20)
+    probs = torch.softmax(values, dim=-1)
+    kept = probs.masked_fill(probs.cumsum(dim=-1) - probs >= 0.9, 0.0)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        expected = indices.gather(1, torch.multinomial(kept, num_samples=1)).squeeze(1)
+        torch.manual_seed(seed)
+        assert torch.equal(sampler(scores), expected)

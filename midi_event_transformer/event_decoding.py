@@ -10,8 +10,9 @@ on the model's own [`MidiEventTransformerCache`] and weights:
 3. **forced pads are skipped**: once no row's event has parameters left, the remaining slots can only be
    pad under the MIDI grammar, so pad is appended without running the model.
 
-The layers are called leanly (``forward`` of the same modules, same operations as the model's forward, so
-the numbers are the same), and when the processors are all "compact-safe" (the grammar, temperature,
+The layers are called leanly (``forward`` of the same modules, same operations as the model's forward), with
+each product on the CPU kernel that streams its weight fastest for the batch (``decoding_layout``: the same
+numbers as the model's forward for small weights, within float rounding for the large ones oneDNN takes), and when the processors are all "compact-safe" (the grammar, temperature,
 top-k, top-p, min-p, suppress-tokens, or any processor with a ``compact_call(input_ids, scores, offset)``
 method) only the ``lm_head`` rows of the id range the grammar allows are computed and processed. Other
 processors get the full ``(batch, vocab)`` scores. Stopping criteria and the streamer see every token.

@@ -616,8 +616,9 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
 
         q/k/v and gate/up projections are packed back to back (the decoding loop runs each group as one product);
         products that one row (batch 1) runs through ``F.linear`` are stored column-major when they widen, all
-        others row-major (the kernel choice is ``decoding_layout.product_kind``). Values, shapes, names and saved files are unchanged (parameters
-        become views of the shared buffers). Idempotent; the event-level decoding loop calls it on CPU. See
+        others row-major (the kernel choice is ``decoding_layout.product_kind``). Values, shapes and names are
+        unchanged (parameters become views of the shared buffers, which ``state_dict()`` separates again, so
+        saved files are unchanged too). Idempotent; the event-level decoding loop calls it on CPU. See
         ``decoding_layout.apply_cpu_decoding_layout``.
         """
         from .decoding_layout import apply_cpu_decoding_layout

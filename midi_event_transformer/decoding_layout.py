@@ -229,5 +229,5 @@ def separate_packed_weights(model: nn.Module) -> None:
     model._cpu_decoding_packed = False
 
 
-__all__ = ["apply_cpu_decoding_layout", "blocked_linear", "bound_linear", "decoding_linear", "onednn_linear_available", "packed_bias", "packed_weight",
-           "product_kind", "separate_packed_weights"]
+__all__ = ["apply_cpu_decoding_layout", "blocked_linear", "bound_linear", "decoding_linear", "onednn_linear_available",
+           "packed_bias", "packed_weight", "product_kind", "separate_packed_weights"]

@@ -12,9 +12,10 @@ on the model's own [`MidiEventTransformerCache`] and weights:
 
 The layers are called leanly (``forward`` of the same modules, same operations as the model's forward), with
 each product on the CPU kernel that streams its weight fastest for the batch (``decoding_layout``: the same
-numbers as the model's forward for small weights, within float rounding for the large ones oneDNN takes), and when the processors are all "compact-safe" (the grammar, temperature,
-top-k, top-p, min-p, suppress-tokens, or any processor with a ``compact_call(input_ids, scores, offset)``
-method) only the ``lm_head`` rows of the id range the grammar allows are computed and processed. Other
+numbers as the model's forward for small weights, within float rounding for the large ones oneDNN takes).
+When the processors are all "compact-safe" (the grammar, temperature, top-k, top-p, min-p, suppress-tokens,
+or any processor with a ``compact_call(input_ids, scores, offset)`` method) only the ``lm_head`` rows of the
+id range the grammar allows are computed and processed. Other
 processors get the full ``(batch, vocab)`` scores. Stopping criteria and the streamer see every token.
 Greedy output equals the per-token path; sampling draws from the same distribution.
 Beam search, ``return_dict_in_generate`` and multi-GPU sync fall back to transformers' own loops.
@@ -62,7 +63,8 @@ def _bound_linear(module: nn.Module, rows: int, blocked: bool):
     forward (LoRA, int8)."""
     if type(module) is not nn.Linear:
         return module.forward
-    return blocked and blocked_linear(module.weight, module.bias, rows) or bound_linear(module.weight, module.bias, rows)
+    copy = blocked_linear(module.weight, module.bias, rows) if blocked else None
+    return copy or bound_linear(module.weight, module.bias, rows)
 
 
 def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool):
@@ -71,7 +73,8 @@ def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool):
     if weight is None:
         return None
     bias = packed_bias(linears)
-    return blocked and blocked_linear(weight, bias, rows) or bound_linear(weight, bias, rows)
+    copy = blocked_linear(weight, bias, rows) if blocked else None
+    return copy or bound_linear(weight, bias, rows)
 
 
 class _LeanLayer:

@@ -222,10 +222,11 @@ def separate_packed_weights(model: nn.Module) -> None:
     share memory: safetensors, transformers and accelerate refuse or deduplicate such tensors when saving."""
     if not getattr(model, "_cpu_decoding_packed", False):
         return
-    for linears in _sibling_groups(model):
-        if packed_weight(linears) is not None:
-            for linear in linears:
-                linear.weight.data = linear.weight.data.clone(memory_format=torch.contiguous_format)
+    for module in model.modules():  # every weight, also those an adapter (LoRA) wrapped after the packing
+        weight = getattr(module, "weight", None)
+        if (isinstance(weight, nn.Parameter)
+                and weight.untyped_storage().nbytes() > weight.numel() * weight.element_size()):
+            weight.data = weight.data.clone(memory_format=torch.contiguous_format)
     model._cpu_decoding_packed = False
 
 

@@ -64,6 +64,11 @@ class KeyValueBuffer:
         """Forget the stored positions (the memory is kept for reuse)."""
         self.length = 0
 
+    def release(self) -> None:
+        """Forget the stored positions and free the memory."""
+        self.keys = self.values = None
+        self.length = 0
+
 
 class MidiEventTransformerCache(Cache):
     """Cache for the event and token transformers of [`MidiEventTransformerForCausalLM`].
@@ -151,6 +156,12 @@ class MidiEventTransformerCache(Cache):
         """Empty the cache (buffers are kept for reuse)."""
         for layer in self.event_layers + self.token_layers:
             layer.reset()
+        self._reset_state()
+
+    def release(self) -> None:
+        """Empty the cache and free its buffers (the next use allocates new ones)."""
+        for layer in self.event_layers + self.token_layers:
+            layer.release()
         self._reset_state()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:

@@ -375,3 +375,28 @@ def test_top_k_top_p_sampler_draws_as_multinomial():
         expected = indices.gather(1, torch.multinomial(kept, num_samples=1)).squeeze(1)
         torch.manual_seed(seed)
         assert torch.equal(sampler(scores), expected)
+
+
+def test_event_loop_hands_out_ordinary_tensors():
+    """The model steps run under inference_mode; nothing of it reaches the caller, the streamer or the cache."""
+    from midi_event_transformer.cache_midi_event_transformer import MidiEventTransformerCache
+
+    seen = []
+
+    class Recorder(BaseStreamer):
+        def put(self, value):
+            seen.append(value)
+
+        def end(self):
+            pass
+
+    model = random_model()
+    cache = MidiEventTransformerCache(model.config)
+    out = model.generate(bos_prompt(2), max_new_tokens=8 * 70, do_sample=True, top_k=5, streamer=Recorder(),
+                         past_key_values=cache, suppress_tokens=[EOS_ID])  # 70 events: the buffers grow
+    assert out.shape[1] == 8 * 71
+    assert seen and not any(value.is_inference() for value in seen)
+    assert not out.is_inference()
+    out[:, -1] = 0  # in-place use outside inference mode works
+    with torch.no_grad():  # the cache is usable again: its buffers were released, not left as inference tensors
+        model(bos_prompt(2), past_key_values=cache, use_cache=True)

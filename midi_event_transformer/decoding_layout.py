@@ -76,6 +76,7 @@ def _transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    # weight: a plain row-major tensor or oneDNN's blocked copy of one (blocked_linear)
     rows = x.reshape(-1, x.shape[-1]).contiguous()  # (n, in)
     out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")  # (n, out)
     return out.reshape(*x.shape[:-1], out.shape[-1])
@@ -107,12 +108,6 @@ def bound_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> 
     return partial(_kernel(weight, rows), weight=weight, bias=bias)
 
 
-def _onednn_blocked_linear(x: torch.Tensor, blocked: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    rows = x.reshape(-1, x.shape[-1]).contiguous()  # (n, in)
-    out = torch.ops.mkldnn._linear_pointwise(rows, blocked, bias, "none", [], "")  # (n, out)
-    return out.reshape(*x.shape[:-1], out.shape[-1])
-
-
 def blocked_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Callable | None:
     """``x -> F.linear(x, weight, bias)`` on a copy of ``weight`` in oneDNN's blocked layout for ``rows`` rows;
     ``None`` unless there are 3-8 rows, the weight is large (``ONEDNN_MIN_WEIGHT``), row-major, float32, on CPU,
@@ -128,7 +123,7 @@ def blocked_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -
             or weight.device.type != "cpu" or weight.dtype != torch.float32 or not onednn_linear_available()):
         return None
     blocked = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
-    return partial(_onednn_blocked_linear, blocked=blocked, bias=None if bias is None else bias.detach())
+    return partial(_onednn_linear, weight=blocked, bias=None if bias is None else bias.detach())
 
 
 def packed_weight(linears: list[nn.Module]) -> torch.Tensor | None:

@@ -57,24 +57,24 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
+def _bound_product(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, blocked: bool):
+    """``x -> F.linear(x, weight, bias)`` for ``rows`` rows: on a oneDNN blocked copy of the weight when
+    ``blocked`` and one applies, else on the weight itself with the kernel chosen once."""
+    copy = blocked_linear(weight, bias, rows) if blocked else None
+    return copy or bound_linear(weight, bias, rows)
+
+
 def _bound_linear(module: nn.Module, rows: int, blocked: bool):
-    """``module``'s product as a cheap callable for ``rows`` rows: on a blocked copy of its weight when
-    ``blocked`` and oneDNN applies, else :func:`decoding_linear` on its parameters for a plain Linear, else its
-    forward (LoRA, int8)."""
+    """``module``'s product as a cheap callable for a plain Linear, else its forward (LoRA, int8)."""
     if type(module) is not nn.Linear:
         return module.forward
-    copy = blocked_linear(module.weight, module.bias, rows) if blocked else None
-    return copy or bound_linear(module.weight, module.bias, rows)
+    return _bound_product(module.weight, module.bias, rows, blocked)
 
 
 def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool):
     """One product over the packed weights of ``linears`` (``None`` when they are not packed)."""
     weight = packed_weight(linears)
-    if weight is None:
-        return None
-    bias = packed_bias(linears)
-    copy = blocked_linear(weight, bias, rows) if blocked else None
-    return copy or bound_linear(weight, bias, rows)
+    return None if weight is None else _bound_product(weight, packed_bias(linears), rows, blocked)
 
 
 class _LeanLayer:

@@ -147,6 +147,19 @@ class MidiEventTransformerCache(Cache):
         self.num_events = end
         return self.event_valid[:, :end]
 
+    def append_real_events(self, count: int = 1) -> None:
+        """Record ``count`` new real events in every row of a cache without padding (the flags ``append_event_flags``
+        would write are all True, which is what free flag slots hold already)."""
+        if self.has_padding or self.valid_event_count is None:
+            raise ValueError("append_real_events needs a started cache without padding; use append_event_flags")
+        end = self.num_events + count
+        if end > self.event_valid.shape[1]:
+            grown = self.event_valid.new_ones(self.event_valid.shape[0], max(end, 2 * self.event_valid.shape[1]))
+            grown[:, :self.num_events] = self.event_valid[:, :self.num_events]
+            self.event_valid = grown
+        self.valid_event_count = self.valid_event_count + count
+        self.num_events = end
+
     def reset_token_level(self) -> None:
         for layer in self.token_layers:
             layer.reset()

@@ -103,18 +103,26 @@ class _LeanLayer:
         self.gqa = attn.num_heads != attn.num_key_value_heads
         self.attend = None if attn.implementation == "sdpa" else attn.attend
 
-    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KeyValueBuffer,
-                 mask: torch.Tensor | None) -> torch.Tensor:
-        batch, length, _ = x.shape
+    def project(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The attention inputs of ``x`` (B, T, H) before rotation: the packed q/k/v product (B, T, (h + 2 kv) d)
+        when the weights are packed, else the three products."""
         h = self.input_norm(x)
         if self.qkv is not None:
-            qkv = self.qkv(h).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h + 2 kv, T, d)
+            return self.qkv(h)
+        return self.q(h), self.k(h), self.v(h)
+
+    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KeyValueBuffer,
+                 mask: torch.Tensor | None, projected: Any = None) -> torch.Tensor:
+        """The layer on ``x`` (B, T, H); ``projected``: ``self.project(x)`` when already known."""
+        batch, length, _ = x.shape
+        if projected is None:
+            projected = self.project(x)
+        if self.qkv is not None:
+            qkv = projected.view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h + 2 kv, T, d)
             qk = apply_rotary(qkv[:, :self.heads + self.kv_heads], cos, sin)
             q, k, v = qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
         else:
-            q = self.q(h).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h, T, d)
-            k = self.k(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
-            v = self.v(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+            q, k, v = (part.view(batch, length, -1, self.head_dim).transpose(1, 2) for part in projected)  # (B, h, T, d)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         k, v = kv.append(k, v)
         if self.attend is None:
@@ -141,7 +149,9 @@ class _LeanModel:
 
     def __init__(self, model: Any, cache: MidiEventTransformerCache, rows: int, planned_events: int) -> None:
         self.cache = cache
+        self.device = model.device
         self.event_embed, self.token_embed = model.net.embed_tokens.forward, model.net_token.embed_tokens.forward
+        self.token_inputs: dict[int, tuple[torch.Tensor, Any]] = {}  # id -> its token row and first-layer projection
         reads = model.config.tokens_per_event * planned_events
         self.event_layers = [_LeanLayer(layer, rows, blocked=planned_events >= self.BLOCKED_COPY_MIN_READS)
                              for layer in model.net.layers]
@@ -157,22 +167,53 @@ class _LeanModel:
         """Event transformer on one new event ``event`` (B, K) -> its state (B, 1, H); resets the token level."""
         cache = self.cache
         x = self.event_embed(event).sum(dim=-2, keepdim=True)  # (B, 1, H)
-        positions = cache.valid_event_count[:, None]  # (B, 1): rotary position = real events before
-        valid = cache.append_event_flags(torch.ones_like(positions, dtype=torch.bool))  # (B, S)
-        mask = valid[:, None, None, :] if cache.has_padding else None  # (B, 1, 1, S)
-        cos, sin = self.event_rotary.forward(positions, x.dtype)
+        if cache.has_padding or cache.valid_event_count is None:  # (None: no event yet, as after a 1-token prompt)
+            valid = cache.append_event_flags(event.new_ones(event.shape[0], 1, dtype=torch.bool))  # (B, S)
+            positions = cache.valid_event_count[:, None] - 1  # (B, 1): rotary position = real events before
+            mask = valid[:, None, None, :] if cache.has_padding else None  # (B, 1, 1, S)
+            cos, sin = self.event_rotary.forward(positions, x.dtype)
+        else:  # every row is at position num_events: no mask, one rotation for all rows
+            cos, sin = self.event_rotary.span(cache.num_events, 1, x.dtype)  # (1, d) each
+            cache.append_real_events(1)
+            mask = None
         for layer, kv in zip(self.event_layers, cache.event_layers, strict=True):
             x = layer(x, cos, sin, kv, mask)
         cache.reset_token_level()
         return self.event_norm(x)
 
-    def token_step(self, rows: torch.Tensor, row: int) -> torch.Tensor:
-        """Token transformer on one input row (B, 1, H) at row index ``row`` -> hidden (B, H)."""
+    def token_step(self, rows: torch.Tensor, row: int, projected: Any = None) -> torch.Tensor:
+        """Token transformer on one input row (B, 1, H) at row index ``row`` -> hidden (B, H); ``projected``:
+        the first layer's attention inputs of ``rows`` when already known."""
         cos, sin = self.token_rotations[row]
         x = rows
         for layer, kv in zip(self.token_layers, self.cache.token_layers, strict=True):
-            x = layer(x, cos, sin, kv, None)
+            x = layer(x, cos, sin, kv, None, projected)
+            projected = None
         return self.token_norm(x)[:, -1]
+
+    def token_step_on_ids(self, ids: list[int], row: int) -> torch.Tensor:
+        """Token transformer on the row of the just chosen token ids (one per batch row) -> hidden (B, H).
+
+        Such a row is the token embedding of its id, so the embedding and the first layer's attention inputs
+        (norm, then q/k/v product; rotation comes after, per row index) are a function of the id alone: they are
+        computed once per id and generation, and looked up after that.
+        """
+        known = self.token_inputs
+        if any(i not in known for i in ids):
+            rows = self.token_embed(torch.tensor(ids, device=self.device)[:, None])  # (B, 1, H)
+            projected = self.token_layers[0].project(rows)
+            for b, i in enumerate(ids):
+                known[i] = rows[b:b + 1], (projected[b:b + 1] if torch.is_tensor(projected)
+                                           else tuple(part[b:b + 1] for part in projected))
+            return self.token_step(rows, row, projected)
+        if len(ids) == 1:
+            rows, projected = known[ids[0]]
+        else:
+            rows = torch.cat([known[i][0] for i in ids])  # (B, 1, H)
+            first = known[ids[0]][1]
+            projected = (torch.cat([known[i][1] for i in ids]) if torch.is_tensor(first)
+                         else tuple(torch.cat([known[i][1][p] for i in ids]) for p in range(len(first))))
+        return self.token_step(rows, row, projected)
 
 
 # --------------------------------------------------------------------------------------------- scoring
@@ -399,7 +440,7 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
             if length % k == 0:  # event complete: event step, then token row 0 from the new state
                 hidden = lean.token_step(lean.event_step(sequences[:, length - k:length]), 0)
             else:
-                hidden = lean.token_step(lean.token_embed(sequences[:, length - 1:length]), length % k)
+                hidden = lean.token_step_on_ids(chosen, length % k)  # the row of the tokens just chosen
 
     if streamer is not None:
         streamer.end()

@@ -75,6 +75,15 @@ def test_greedy_event_loop_equals_per_token_loop(model, prompt_events):
         assert torch.equal(fast[:, :start.shape[1]], start)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_greedy_from_a_prompt_shorter_than_one_event(model, batch):
+    prompt = torch.full((batch, 1), BOS_ID)  # no complete event: the first event step starts the event level
+    fast = model.generate(prompt, max_new_tokens=6 * K, do_sample=False)
+    slow = model.generate(prompt, max_new_tokens=6 * K, do_sample=False, event_loop=False)
+    assert torch.equal(fast, slow)
+    assert_grammatical(fast[:, K:6 * K])  # the events after the one the prompt started
+
+
 def test_event_loop_follows_each_levels_attention_implementation(model):
     expected = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False)
     try:

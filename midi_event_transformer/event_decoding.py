@@ -40,7 +40,7 @@ from transformers.generation.logits_process import (
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
-from .decoding_layout import blocked_linear, bound_linear, decoding_linear, packed_bias, packed_weight
+from .decoding_layout import blocked_linear, bound_linear, packed_bias, packed_weight
 from .grammar import MidiGrammarLogitsProcessor
 from .modeling_midi_event_transformer import apply_rotary
 
@@ -222,6 +222,7 @@ class _Scorer:
 
     def __init__(self, model: Any, processors: LogitsProcessorList) -> None:
         self.lm_head = model.lm_head
+        self.span_products: dict[tuple[int, int], Any] = {}  # (lo, hi) -> the lm_head product of those ids
         self.processors = list(processors)
         self.grammar = next((p for p in processors if isinstance(p, MidiGrammarLogitsProcessor)), None)
         self.compact = self.grammar is not None and all(
@@ -265,10 +266,15 @@ class _Scorer:
         spans = [grammar.span_of_state[state] for state in live_states]
         lo, hi = min(span[0] for span in spans), max(span[1] for span in spans)
         if type(self.lm_head) is nn.Linear:
-            bias = None if self.lm_head.bias is None else self.lm_head.bias[lo:hi]
-            scores = decoding_linear(hidden, self.lm_head.weight[lo:hi], bias).to(dtype=torch.float32)  # (B, hi - lo)
+            product = self.span_products.get((lo, hi))
+            if product is None:  # bound on first use: the weights' decoding layout is in place by then
+                bias = None if self.lm_head.bias is None else self.lm_head.bias[lo:hi]
+                product = self.span_products[lo, hi] = bound_linear(self.lm_head.weight[lo:hi], bias, hidden.shape[0])
+            scores = product(hidden)  # (B, hi - lo)
         else:  # quantized / adapted heads: full product, then the slice
-            scores = self.lm_head.forward(hidden)[:, lo:hi].to(dtype=torch.float32)
+            scores = self.lm_head.forward(hidden)[:, lo:hi]
+        if scores.dtype != torch.float32:
+            scores = scores.float()
         if len(live_states) > 1 or not grammar.state_is_range[next(iter(live_states))] or not all(live):
             rows = [state if alive else -1 for state, alive in zip(states, live, strict=True)]
             scores = scores + self.grammar_mask[:, lo:hi][torch.tensor(rows, device=scores.device)]  # (B, hi - lo)
@@ -309,11 +315,11 @@ class _TopKTopPSampler:
         return indices.gather(1, choice).squeeze(1)
 
 
-def _apply_criteria(criteria: StoppingCriteriaList, input_ids: torch.Tensor, scores: torch.Tensor,
+def _apply_criteria(criteria: StoppingCriteriaList, sequences: torch.Tensor, length: int, scores: torch.Tensor,
                     live: list[bool]) -> list[bool]:
     if not criteria:
         return live
-    done = criteria(input_ids, scores).tolist()
+    done = criteria(sequences[:, :length], scores).tolist()
     return [alive and not stop for alive, stop in zip(live, done, strict=True)]
 
 
@@ -420,7 +426,7 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
             streamer.put(tokens.cpu())
         chosen = tokens.tolist()
         live = [alive and token not in eos_ids for alive, token in zip(live, chosen, strict=True)]
-        live = _apply_criteria(other_criteria, sequences[:, :length], scores, live)
+        live = _apply_criteria(other_criteria, sequences, length, scores, live)
         if slot == 0:  # an event type was just chosen: how many of its slots can be non-pad?
             event_starts = chosen
             limit = _parameter_limit(grammar, event_starts, live, k)
@@ -432,7 +438,7 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
                 streamer.put(sequences[:, length - 1].cpu())
             if pad_id in eos_ids:
                 live = [False] * batch
-            live = _apply_criteria(other_criteria, sequences[:, :length], scores, live)
+            live = _apply_criteria(other_criteria, sequences, length, scores, live)
         unfinished = torch.tensor(live, device=sequences.device) if not all(live) else unfinished
         if length >= max_length or not any(live):
             break

@@ -9,8 +9,12 @@ the weight's layout and the call. Measured here (2-core AMD EPYC, torch 2.13, MK
   1.52 ms), except 2 rows of square weights, where MKL's ``weight @ x^T`` is faster still; with 3-8 rows,
   oneDNN's own blocked copy of the weight streams as fast as one row ([`blocked_linear`]);
 - smaller weights (the "small" config) pay oneDNN's fixed cost per call: 2-4 rows go fastest as MKL's
-  ``weight @ x^T`` on a row-major weight, one row as ``F.linear``, on an ``(in, out)``-contiguous
-  ("column-major") weight when it widens (``out > in``);
+  ``weight @ x^T`` on a row-major weight. One row goes as ``F.linear`` (on an ``(in, out)``-contiguous,
+  "column-major", weight when it widens, ``out > in``) while the weights stay in cache between steps; when
+  they stream from memory (a decoder stack whose Linear weights exceed ``CACHE_RESIDENT_BYTES``, like the
+  small config's event transformer), one row goes as ``weight @ x^T`` with a zero second row: MKL runs
+  ``F.linear``'s one row as a matrix-vector product on one core, and two rows as a product on both
+  (768 x 256, cold: 54 -> 40 us; in the decoding loop, small, batch 1: 6-11% less time an event);
 - projections reading the same input (q/k/v, gate/up) are stored back to back in one buffer, so the decoding
   loop runs each group as one product ([`packed_weight`]): fewer calls, longer streams.
 
@@ -34,6 +38,7 @@ logger = logging.getLogger(__name__)
 ONEDNN_MIN_WEIGHT = 1 << 20  # elements: below this oneDNN's fixed cost per call outweighs its faster streaming
 ONEDNN_MAX_ROWS = 8
 TRANSPOSED_ROWS = (2, 4)  # row counts for which MKL's weight @ x^T beats F.linear
+CACHE_RESIDENT_BYTES = 8 << 20  # Linear weights of a decoder stack above this stream from memory at every step
 
 
 @cache
@@ -53,13 +58,21 @@ def onednn_linear_available() -> bool:
         return False
 
 
-def product_kind(out_features: int, in_features: int, rows: int) -> str:
+def streams_from_memory(stack: nn.Module) -> bool:
+    """Whether the Linear weights of ``stack`` (a decoder stack) are too large to stay in cache from one decoding
+    step to the next (more than ``CACHE_RESIDENT_BYTES``), so that every step reads them from memory."""
+    return sum(module.weight.numel() * module.weight.element_size() for module in stack.modules()
+               if isinstance(module, nn.Linear)) > CACHE_RESIDENT_BYTES
+
+
+def product_kind(out_features: int, in_features: int, rows: int, streamed: bool = False) -> str:
     """The fastest CPU fp32 product for ``rows`` rows times an ``(out_features, in_features)`` weight:
-    ``"onednn"`` (row-major weight), ``"transposed"`` (``weight @ x^T``, row-major weight) or ``"linear"``."""
+    ``"onednn"`` (row-major weight), ``"transposed"`` (``weight @ x^T``, row-major weight) or ``"linear"``.
+    ``streamed``: the weight is read from memory, not from cache ([`streams_from_memory`])."""
     if (out_features * in_features >= ONEDNN_MIN_WEIGHT and rows <= ONEDNN_MAX_ROWS and rows != 2
             and onednn_linear_available()):
         return "onednn"
-    if TRANSPOSED_ROWS[0] <= rows <= TRANSPOSED_ROWS[1]:
+    if TRANSPOSED_ROWS[0] <= rows <= TRANSPOSED_ROWS[1] or (rows == 1 and streamed):
         return "transposed"
     return "linear"
 
@@ -69,7 +82,10 @@ def _transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     # bandwidth (tv2o-medium down_proj: 2.7 -> 1.3 ms); a transposed-view result has a strided head dimension,
     # which sends attention to sdpa's math path and later elementwise ops to strided loops (small, batch 4: -11%).
     rows = x.reshape(-1, x.shape[-1]).contiguous()  # (n, in)
-    out = torch.mm(weight, rows.t()).t().contiguous()  # (out, n) product -> (n, out)
+    n = rows.shape[0]
+    if n == 1:  # one row would run as a one-core matrix-vector product; with a zero second row, on both cores
+        rows = torch.cat((rows, torch.zeros_like(rows)))
+    out = torch.mm(weight, rows.t())[:, :n].t().contiguous()  # (out, n) product -> (n, out)
     if bias is not None:
         out = out + bias
     return out.reshape(*x.shape[:-1], out.shape[-1])
@@ -82,11 +98,11 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-def _kernel(weight: torch.Tensor, rows: int) -> Callable:
+def _kernel(weight: torch.Tensor, rows: int, streamed: bool = False) -> Callable:
     """The function computing ``F.linear(x, weight, bias)`` fastest for ``rows`` rows (see [`product_kind`])."""
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.stride(-1) != 1:
         return F.linear
-    kind = product_kind(weight.shape[0], weight.shape[1], rows)
+    kind = product_kind(weight.shape[0], weight.shape[1], rows, streamed)
     if kind == "onednn" and weight.is_contiguous():
         return _onednn_linear
     return _transposed_linear if kind == "transposed" else F.linear
@@ -102,10 +118,10 @@ def decoding_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return _kernel(weight, x.numel() // x.shape[-1])(x, weight, bias)
 
 
-def bound_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Callable:
+def bound_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, streamed: bool = False) -> Callable:
     """``x -> decoding_linear(x, weight, bias)`` for inputs of ``rows`` rows in the weight's dtype, with the
-    kernel chosen once (a decoding loop calls it thousands of times)."""
-    return partial(_kernel(weight, rows), weight=weight, bias=bias)
+    kernel chosen once (a decoding loop calls it thousands of times); ``streamed`` as in [`product_kind`]."""
+    return partial(_kernel(weight, rows, streamed), weight=weight, bias=bias)
 
 
 def blocked_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Callable | None:
@@ -197,16 +213,19 @@ def apply_cpu_decoding_layout(model: nn.Module, rows_per_step: int = 1) -> None:
 
     Sibling projections reading the same input (``q_proj``/``k_proj``/``v_proj``, ``gate_proj``/``up_proj``)
     are packed into one buffer; a product (or packed group) is column-major when one row goes through
-    ``F.linear`` and it widens (``out > in``), row-major otherwise. Idempotent: weights already so laid out are
+    ``F.linear`` and it widens (``out > in``), row-major otherwise. Whether a decoder stack (a module with a
+    ``layers`` list) streams from memory is [`streams_from_memory`]. Idempotent: weights already so laid out are
     left untouched. [`separate_packed_weights`] undoes the packing (the model's ``state_dict`` calls it).
     """
     groups = _sibling_groups(model)
     grouped = {id(linear) for linears in groups for linear in linears}
     groups += [[module] for module in model.modules() if type(module) is nn.Linear and id(module) not in grouped]
+    streamed = {id(module) for stack in model.modules() if isinstance(getattr(stack, "layers", None), nn.ModuleList)
+                and streams_from_memory(stack) for module in stack.modules()}
     for linears in groups:
         out_features, in_features = sum(linear.out_features for linear in linears), linears[0].in_features
-        column_major = (rows_per_step == 1 and out_features > in_features
-                        and product_kind(out_features, in_features, rows_per_step) == "linear")
+        kind = product_kind(out_features, in_features, rows_per_step, id(linears[0]) in streamed)
+        column_major = rows_per_step == 1 and out_features > in_features and kind == "linear"
         _store(linears, column_major)
     model._cpu_decoding_packed = True
 
@@ -226,4 +245,4 @@ def separate_packed_weights(model: nn.Module) -> None:
 
 
 __all__ = ["apply_cpu_decoding_layout", "blocked_linear", "bound_linear", "decoding_linear", "onednn_linear_available",
-           "packed_bias", "packed_weight", "product_kind", "separate_packed_weights"]
+           "packed_bias", "packed_weight", "product_kind", "separate_packed_weights", "streams_from_memory"]

@@ -23,6 +23,7 @@ Beam search, ``return_dict_in_generate`` and multi-GPU sync fall back to transfo
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ from transformers.generation.logits_process import (
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
-from .decoding_layout import blocked_linear, bound_linear, packed_bias, packed_weight
+from .decoding_layout import blocked_linear, bound_linear, packed_bias, packed_weight, streams_from_memory
 from .grammar import MidiGrammarLogitsProcessor
 from .modeling_midi_event_transformer import apply_rotary
 
@@ -57,24 +58,25 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
-def _bound_product(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, blocked: bool):
+def _bound_product(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, blocked: bool, streamed: bool):
     """``x -> F.linear(x, weight, bias)`` for ``rows`` rows: on a oneDNN blocked copy of the weight when
-    ``blocked`` and one applies, else on the weight itself with the kernel chosen once."""
+    ``blocked`` and one applies, else on the weight itself with the kernel chosen once (``streamed``: the
+    weight is read from memory at each step, see ``decoding_layout.product_kind``)."""
     copy = blocked_linear(weight, bias, rows) if blocked else None
-    return copy or bound_linear(weight, bias, rows)
+    return copy or bound_linear(weight, bias, rows, streamed)
 
 
-def _bound_linear(module: nn.Module, rows: int, blocked: bool):
+def _bound_linear(module: nn.Module, rows: int, blocked: bool, streamed: bool):
     """``module``'s product as a cheap callable for a plain Linear, else its forward (LoRA, int8)."""
     if type(module) is not nn.Linear:
         return module.forward
-    return _bound_product(module.weight, module.bias, rows, blocked)
+    return _bound_product(module.weight, module.bias, rows, blocked, streamed)
 
 
-def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool):
+def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool, streamed: bool):
     """One product over the packed weights of ``linears`` (``None`` when they are not packed)."""
     weight = packed_weight(linears)
-    return None if weight is None else _bound_product(weight, packed_bias(linears), rows, blocked)
+    return None if weight is None else _bound_product(weight, packed_bias(linears), rows, blocked, streamed)
 
 
 class _LeanLayer:
@@ -85,18 +87,18 @@ class _LeanLayer:
     q/k/v and gate/up weights (``decoding_layout``) run as one product each, with one rotary call for q and k.
     """
 
-    def __init__(self, layer: nn.Module, rows: int, blocked: bool) -> None:
+    def __init__(self, layer: nn.Module, rows: int, blocked: bool, streamed: bool) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.input_norm, self.post_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
-        self.qkv = _bound_packed([attn.q_proj, attn.k_proj, attn.v_proj], rows, blocked)
+        bind = partial(_bound_linear, rows=rows, blocked=blocked, streamed=streamed)
+        bind_packed = partial(_bound_packed, rows=rows, blocked=blocked, streamed=streamed)
+        self.qkv = bind_packed([attn.q_proj, attn.k_proj, attn.v_proj])
         self.q, self.k, self.v = (None, None, None) if self.qkv else (
-            _bound_linear(attn.q_proj, rows, blocked), _bound_linear(attn.k_proj, rows, blocked),
-            _bound_linear(attn.v_proj, rows, blocked))
-        self.o = _bound_linear(attn.o_proj, rows, blocked)
-        self.gate_up = _bound_packed([mlp.gate_proj, mlp.up_proj], rows, blocked)
-        self.gate, self.up = (None, None) if self.gate_up else (_bound_linear(mlp.gate_proj, rows, blocked),
-                                                                _bound_linear(mlp.up_proj, rows, blocked))
-        self.down, self.act = _bound_linear(mlp.down_proj, rows, blocked), mlp.act_fn
+            bind(attn.q_proj), bind(attn.k_proj), bind(attn.v_proj))
+        self.o = bind(attn.o_proj)
+        self.gate_up = bind_packed([mlp.gate_proj, mlp.up_proj])
+        self.gate, self.up = (None, None) if self.gate_up else (bind(mlp.gate_proj), bind(mlp.up_proj))
+        self.down, self.act = bind(mlp.down_proj), mlp.act_fn
         self.heads, self.kv_heads = attn.num_heads, attn.num_key_value_heads
         self.intermediate = mlp.up_proj.out_features
         self.head_dim, self.scale = attn.head_dim, attn.scaling
@@ -153,10 +155,10 @@ class _LeanModel:
         self.event_embed, self.token_embed = model.net.embed_tokens.forward, model.net_token.embed_tokens.forward
         self.token_inputs: dict[int, tuple[torch.Tensor, Any]] = {}  # id -> its token row and first-layer projection
         reads = model.config.tokens_per_event * planned_events
-        self.event_layers = [_LeanLayer(layer, rows, blocked=planned_events >= self.BLOCKED_COPY_MIN_READS)
-                             for layer in model.net.layers]
-        self.token_layers = [_LeanLayer(layer, rows, blocked=reads >= self.BLOCKED_COPY_MIN_READS)
-                             for layer in model.net_token.layers]
+        self.event_layers = [_LeanLayer(layer, rows, planned_events >= self.BLOCKED_COPY_MIN_READS,
+                                        streams_from_memory(model.net)) for layer in model.net.layers]
+        self.token_layers = [_LeanLayer(layer, rows, reads >= self.BLOCKED_COPY_MIN_READS,
+                                        streams_from_memory(model.net_token)) for layer in model.net_token.layers]
         self.event_norm, self.token_norm = model.net.norm.forward, model.net_token.norm.forward
         self.event_rotary = model.net.rotary_emb
         dtype = model.net_token.embed_tokens.weight.dtype

@@ -355,6 +355,30 @@ def test_greedy_with_onednn_and_blocked_products_equals_per_token_loop(monkeypat
     torch.testing.assert_close(without_copies, greedy, rtol=0, atol=0)
 
 
+def test_streamed_stacks_run_one_row_as_a_padded_product(monkeypatch):
+    from midi_event_transformer import decoding_layout
+    from midi_event_transformer.decoding_layout import decoding_linear, product_kind, streams_from_memory
+
+    assert product_kind(768, 256, 1) == "linear" and product_kind(768, 256, 1, streamed=True) == "transposed"
+    generator = torch.Generator().manual_seed(0)
+    weight, bias, x = (torch.randn(40, 24, generator=generator), torch.randn(40, generator=generator),
+                       torch.randn(1, 1, 24, generator=generator))
+    padded = decoding_layout._kernel(weight, 1, streamed=True)(x, weight, bias)
+    assert padded.shape == (1, 1, 40) and padded.is_contiguous()
+    torch.testing.assert_close(padded, decoding_linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+    model = random_model()
+    assert not streams_from_memory(model.net)
+    monkeypatch.setattr(decoding_layout, "CACHE_RESIDENT_BYTES", 0)  # the tiny model's stacks now "stream"
+    assert streams_from_memory(model.net) and streams_from_memory(model.net_token)
+    model.use_cpu_decoding_layout(rows_per_step=1)
+    mlp = model.net.layers[0].mlp
+    assert decoding_layout.packed_weight([mlp.gate_proj, mlp.up_proj]).is_contiguous()  # row-major, not column
+    greedy = model.generate(bos_prompt(), max_new_tokens=40, do_sample=False)
+    per_token = model.generate(bos_prompt(), max_new_tokens=40, do_sample=False, event_loop=False)
+    torch.testing.assert_close(greedy, per_token, rtol=0, atol=0)
+
+
 def test_decoding_without_onednn_uses_mkl_products(monkeypatch):
     from midi_event_transformer import decoding_layout
 

@@ -77,14 +77,15 @@ def product_kind(out_features: int, in_features: int, rows: int, streamed: bool 
     return "linear"
 
 
-def _transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       zero_row: torch.Tensor | None = None) -> torch.Tensor:
     # Both sides row-major. A transposed-view x as the right-hand operand makes MKL read the weight at half the
     # bandwidth (tv2o-medium down_proj: 2.7 -> 1.3 ms); a transposed-view result has a strided head dimension,
     # which sends attention to sdpa's math path and later elementwise ops to strided loops (small, batch 4: -11%).
     rows = x.reshape(-1, x.shape[-1]).contiguous()  # (n, in)
     n = rows.shape[0]
     if n == 1:  # one row would run as a one-core matrix-vector product; with a zero second row, on both cores
-        rows = torch.cat((rows, torch.zeros_like(rows)))
+        rows = torch.cat((rows, zero_row if zero_row is not None else torch.zeros_like(rows)))
     out = torch.mm(weight, rows.t())[:, :n].t().contiguous()  # (out, n) product -> (n, out)
     if bias is not None:
         out = out + bias
@@ -121,7 +122,10 @@ def decoding_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 def bound_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, streamed: bool = False) -> Callable:
     """``x -> decoding_linear(x, weight, bias)`` for inputs of ``rows`` rows in the weight's dtype, with the
     kernel chosen once (a decoding loop calls it thousands of times); ``streamed`` as in [`product_kind`]."""
-    return partial(_kernel(weight, rows, streamed), weight=weight, bias=bias)
+    kernel = _kernel(weight, rows, streamed)
+    if kernel is _transposed_linear and rows == 1:  # the zero row that pads one row to two, made once
+        return partial(kernel, weight=weight, bias=bias, zero_row=weight.new_zeros(1, weight.shape[1]))
+    return partial(kernel, weight=weight, bias=bias)
 
 
 def blocked_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Callable | None:

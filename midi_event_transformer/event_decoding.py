@@ -43,7 +43,7 @@ from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengt
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
 from .decoding_layout import blocked_linear, bound_linear, packed_bias, packed_weight, streams_from_memory
 from .grammar import MidiGrammarLogitsProcessor
-from .modeling_midi_event_transformer import apply_rotary
+from .modeling_midi_event_transformer import MidiEventTransformerRMSNorm, apply_rotary
 
 _EVENT_LOOP_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 _SHAPE_AGNOSTIC_WARPERS = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper)
@@ -79,6 +79,14 @@ def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool, streamed: 
     return None if weight is None else _bound_product(weight, packed_bias(linears), rows, blocked, streamed)
 
 
+def _bound_norm(norm: nn.Module, dtype: torch.dtype):
+    """``norm``'s forward for inputs of ``dtype``: for float32 inputs and weight, the fused op it calls itself."""
+    if isinstance(norm, MidiEventTransformerRMSNorm) and dtype == norm.weight.dtype == torch.float32:
+        return partial(torch.rms_norm, normalized_shape=norm.weight.shape, weight=norm.weight,
+                       eps=norm.variance_epsilon)
+    return norm.forward
+
+
 class _LeanLayer:
     """A decoder layer's operations (as ``MidiEventTransformerDecoderLayer.forward``) on pre-bound ``forward``s.
 
@@ -87,9 +95,10 @@ class _LeanLayer:
     q/k/v and gate/up weights (``decoding_layout``) run as one product each, with one rotary call for q and k.
     """
 
-    def __init__(self, layer: nn.Module, rows: int, blocked: bool, streamed: bool) -> None:
+    def __init__(self, layer: nn.Module, rows: int, blocked: bool, streamed: bool, dtype: torch.dtype) -> None:
         attn, mlp = layer.self_attn, layer.mlp
-        self.input_norm, self.post_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
+        self.input_norm = _bound_norm(layer.input_layernorm, dtype)
+        self.post_norm = _bound_norm(layer.post_attention_layernorm, dtype)
         bind = partial(_bound_linear, rows=rows, blocked=blocked, streamed=streamed)
         bind_packed = partial(_bound_packed, rows=rows, blocked=blocked, streamed=streamed)
         self.qkv = bind_packed([attn.q_proj, attn.k_proj, attn.v_proj])
@@ -155,13 +164,13 @@ class _LeanModel:
         self.event_embed, self.token_embed = model.net.embed_tokens.forward, model.net_token.embed_tokens.forward
         self.token_inputs: dict[int, tuple[torch.Tensor, Any]] = {}  # id -> its token row and first-layer projection
         reads = model.config.tokens_per_event * planned_events
+        dtype = model.net_token.embed_tokens.weight.dtype  # of the hidden states
         self.event_layers = [_LeanLayer(layer, rows, planned_events >= self.BLOCKED_COPY_MIN_READS,
-                                        streams_from_memory(model.net)) for layer in model.net.layers]
+                                        streams_from_memory(model.net), dtype) for layer in model.net.layers]
         self.token_layers = [_LeanLayer(layer, rows, reads >= self.BLOCKED_COPY_MIN_READS,
-                                        streams_from_memory(model.net_token)) for layer in model.net_token.layers]
-        self.event_norm, self.token_norm = model.net.norm.forward, model.net_token.norm.forward
+                                        streams_from_memory(model.net_token), dtype) for layer in model.net_token.layers]
+        self.event_norm, self.token_norm = _bound_norm(model.net.norm, dtype), _bound_norm(model.net_token.norm, dtype)
         self.event_rotary = model.net.rotary_emb
-        dtype = model.net_token.embed_tokens.weight.dtype
         self.token_rotations = [model.net_token.rotary_emb.span(row, 1, dtype)  # (cos, sin) of each token row
                                 for row in range(model.config.tokens_per_event)]
 

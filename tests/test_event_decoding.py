@@ -433,3 +433,15 @@ def test_event_loop_hands_out_ordinary_tensors():
     out[:, -1] = 0  # in-place use outside inference mode works
     with torch.no_grad():  # the cache is usable again: its buffers were released, not left as inference tensors
         model(bos_prompt(2), past_key_values=cache, use_cache=True)
+
+
+@pytest.mark.parametrize("variant", ["bfloat16", "int8"])
+def test_event_loop_runs_bfloat16_and_int8_models(variant):
+    model = random_model()
+    model = model.to(torch.bfloat16) if variant == "bfloat16" else model.quantize_dynamic_int8()
+    torch.manual_seed(0)
+    sampled = model.generate(bos_prompt(2), max_new_tokens=12 * K, do_sample=True, top_k=20, top_p=0.98)
+    assert assert_grammatical(sampled[:, K:]) > 0
+    greedy = model.generate(bos_prompt(), max_new_tokens=6 * K, do_sample=False)
+    per_token = model.generate(bos_prompt(), max_new_tokens=6 * K, do_sample=False, event_loop=False)
+    assert torch.equal(greedy, per_token)

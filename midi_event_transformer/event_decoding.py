@@ -114,27 +114,24 @@ class _LeanLayer:
         self.gqa = attn.num_heads != attn.num_key_value_heads
         self.attend = None if attn.implementation == "sdpa" else attn.attend
 
-    def project(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The attention inputs of ``x`` (B, T, H) before rotation: the packed q/k/v product (B, T, (h + 2 kv) d)
-        when the weights are packed, else the three products."""
+    def attention_inputs(self, x: torch.Tensor, cos: torch.Tensor,
+                         sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rotated queries (B, h, T, d), rotated keys and values (B, kv, T, d) of ``x`` (B, T, H)."""
+        batch, length, _ = x.shape
         h = self.input_norm(x)
         if self.qkv is not None:
-            return self.qkv(h)
-        return self.q(h), self.k(h), self.v(h)
+            qkv = self.qkv(h).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h + 2 kv, T, d)
+            qk = apply_rotary(qkv[:, :self.heads + self.kv_heads], cos, sin)
+            return qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
+        q, k, v = (product(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+                   for product in (self.q, self.k, self.v))
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KeyValueBuffer,
-                 mask: torch.Tensor | None, projected: Any = None) -> torch.Tensor:
-        """The layer on ``x`` (B, T, H); ``projected``: ``self.project(x)`` when already known."""
+                 mask: torch.Tensor | None, attention_inputs: tuple | None = None) -> torch.Tensor:
+        """The layer on ``x`` (B, T, H); ``attention_inputs``: ``self.attention_inputs(x, cos, sin)`` when known."""
         batch, length, _ = x.shape
-        if projected is None:
-            projected = self.project(x)
-        if self.qkv is not None:
-            qkv = projected.view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h + 2 kv, T, d)
-            qk = apply_rotary(qkv[:, :self.heads + self.kv_heads], cos, sin)
-            q, k, v = qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
-        else:
-            q, k, v = (part.view(batch, length, -1, self.head_dim).transpose(1, 2) for part in projected)  # (B, h, T, d)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k, v = attention_inputs or self.attention_inputs(x, cos, sin)
         k, v = kv.append(k, v)
         if self.attend is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.gqa)
@@ -162,7 +159,7 @@ class _LeanModel:
         self.cache = cache
         self.device = model.device
         self.event_embed, self.token_embed = model.net.embed_tokens.forward, model.net_token.embed_tokens.forward
-        self.token_inputs: dict[int, tuple[torch.Tensor, Any]] = {}  # id -> its token row and first-layer projection
+        self.token_inputs: dict[tuple[int, int], tuple] = {}  # (id, row) -> its token row, first layer's q, k, v
         reads = model.config.tokens_per_event * planned_events
         dtype = model.net_token.embed_tokens.weight.dtype  # of the hidden states
         self.event_layers = [_LeanLayer(layer, rows, planned_events >= self.BLOCKED_COPY_MIN_READS,
@@ -192,39 +189,38 @@ class _LeanModel:
         cache.reset_token_level()
         return self.event_norm(x)
 
-    def token_step(self, rows: torch.Tensor, row: int, projected: Any = None) -> torch.Tensor:
-        """Token transformer on one input row (B, 1, H) at row index ``row`` -> hidden (B, H); ``projected``:
-        the first layer's attention inputs of ``rows`` when already known."""
+    def token_step(self, rows: torch.Tensor, row: int, attention_inputs: tuple | None = None) -> torch.Tensor:
+        """Token transformer on one input row (B, 1, H) at row index ``row`` -> hidden (B, H);
+        ``attention_inputs``: the first layer's (rotated q, k, v) of ``rows`` when already known."""
         cos, sin = self.token_rotations[row]
         x = rows
         for layer, kv in zip(self.token_layers, self.cache.token_layers, strict=True):
-            x = layer(x, cos, sin, kv, None, projected)
-            projected = None
+            x = layer(x, cos, sin, kv, None, attention_inputs)
+            attention_inputs = None
         return self.token_norm(x)[:, -1]
 
     def token_step_on_ids(self, ids: list[int], row: int) -> torch.Tensor:
         """Token transformer on the row of the just chosen token ids (one per batch row) -> hidden (B, H).
 
         Such a row is the token embedding of its id, so the embedding and the first layer's attention inputs
-        (norm, then q/k/v product; rotation comes after, per row index) are a function of the id alone: they are
-        computed once per id and generation, and looked up after that.
+        (norm, q/k/v product, rotation by the row index) are a function of (id, row) alone: they are computed
+        once per pair and generation, and looked up after that. (A parameter id comes at one or a few rows.)
         """
         known = self.token_inputs
-        if any(i not in known for i in ids):
+        if any((i, row) not in known for i in ids):
+            cos, sin = self.token_rotations[row]
             rows = self.token_embed(torch.tensor(ids, device=self.device)[:, None])  # (B, 1, H)
-            projected = self.token_layers[0].project(rows)
+            inputs = self.token_layers[0].attention_inputs(rows, cos, sin)
             for b, i in enumerate(ids):
-                known[i] = rows[b:b + 1], (projected[b:b + 1] if torch.is_tensor(projected)
-                                           else tuple(part[b:b + 1] for part in projected))
-            return self.token_step(rows, row, projected)
+                known[i, row] = rows[b:b + 1], tuple(part[b:b + 1] for part in inputs)
+            return self.token_step(rows, row, inputs)
         if len(ids) == 1:
-            rows, projected = known[ids[0]]
+            rows, inputs = known[ids[0], row]
         else:
-            rows = torch.cat([known[i][0] for i in ids])  # (B, 1, H)
-            first = known[ids[0]][1]
-            projected = (torch.cat([known[i][1] for i in ids]) if torch.is_tensor(first)
-                         else tuple(torch.cat([known[i][1][p] for i in ids]) for p in range(len(first))))
-        return self.token_step(rows, row, projected)
+            entries = [known[i, row] for i in ids]
+            rows = torch.cat([entry[0] for entry in entries])  # (B, 1, H)
+            inputs = tuple(torch.cat([entry[1][p] for entry in entries]) for p in range(3))
+        return self.token_step(rows, row, inputs)
 
 
 # --------------------------------------------------------------------------------------------- scoring

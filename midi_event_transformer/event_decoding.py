@@ -242,10 +242,10 @@ class _Scorer:
                 suppressed[p.suppress_tokens.cpu()] = True
         self.suppressed = suppressed.to(model.device)
         self.suppressed_before = [0, *torch.cumsum(suppressed.long(), 0).tolist()]  # count of suppressed ids < i
-        if self.compact:  # grammar as an additive mask per state (0 or -inf); its last row, all 0, for finished
-            allowed = self.grammar.allowed.to(model.device)  # rows, whose token becomes pad: any finite score
+        if self.compact:  # grammar and suppressed ids as an additive mask per state (0 or -inf); its last row,
+            allowed = self.grammar.allowed.to(model.device)  # all 0, for finished rows, whose token becomes pad
             self.grammar_mask = torch.zeros(allowed.shape[0] + 1, vocab, device=model.device)
-            self.grammar_mask[:-1].masked_fill_(~allowed, float("-inf"))
+            self.grammar_mask[:-1].masked_fill_(~allowed | self.suppressed, float("-inf"))
 
         # temperature -> top-k -> top-p (transformers' order) can be fused into one sampler on the top-k values
         warpers = [p for p in self.processors if isinstance(p, _SHAPE_AGNOSTIC_WARPERS)]
@@ -282,14 +282,17 @@ class _Scorer:
             scores = self.lm_head.forward(hidden)[:, lo:hi]
         if scores.dtype != torch.float32:
             scores = scores.float()
-        if len(live_states) > 1 or not grammar.state_is_range[next(iter(live_states))] or not all(live):
+        # the span is the grammar unless a live row allows only part of it (finished rows: any finite score)
+        masked = any(not grammar.state_is_range[state] or grammar.span_of_state[state] != (lo, hi)
+                     for state in live_states)
+        if masked:
             rows = [state if alive else -1 for state, alive in zip(states, live, strict=True)]
             scores = scores + self.grammar_mask[:, lo:hi][torch.tensor(rows, device=scores.device)]  # (B, hi - lo)
         for processor in self.processors:
             if processor is grammar:
                 continue
             if isinstance(processor, SuppressTokensLogitsProcessor):
-                if self.suppressed_before[hi] > self.suppressed_before[lo]:
+                if not masked and self.suppressed_before[hi] > self.suppressed_before[lo]:
                     scores = scores.masked_fill(self.suppressed[lo:hi], float("-inf"))
             elif isinstance(processor, _SHAPE_AGNOSTIC_WARPERS):
                 scores = processor(input_ids, scores)

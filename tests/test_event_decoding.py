@@ -129,6 +129,18 @@ def test_grammar_validity_over_many_samples(model):
     assert_grammatical(with_eos[:, K:])
 
 
+@pytest.mark.parametrize("batch", [1, 5])
+def test_suppressed_parameter_ids_never_come(model, batch):
+    pitches = parameter_range("pitch")
+    suppressed = [EOS_ID, *range(pitches.start, pitches.start + len(pitches) - 1)]  # every pitch but the last
+    torch.manual_seed(6)
+    out = model.generate(bos_prompt(batch), max_new_tokens=40 * K, do_sample=True, temperature=3.0,
+                         suppress_tokens=suppressed)
+    assert assert_grammatical(out[:, K:]) == batch * 40
+    assert not set(out[:, K:].flatten().tolist()) & set(suppressed)
+    assert pitches.stop - 1 in out.flatten().tolist()  # the one pitch left is the pitch of every note
+
+
 def test_sampling_is_reproducible_and_respects_top_k(model):
     torch.manual_seed(5)
     a = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=True, top_k=1)

@@ -6,13 +6,15 @@ on the model's own [`MidiEventTransformerCache`] and weights:
 
 1. an **event step** when an event is complete: the event transformer on that one event (event-level KV),
    then row 0 of the token transformer (the new event state) -> scores of slot 0;
-2. **token steps**: one token-transformer row per sampled token -> scores of the next slot;
+2. **token steps**: one token-transformer row per sampled token -> scores of the next slot. Such a row is
+   the embedding of the token just chosen, so its first-layer attention inputs (norm, q/k/v product,
+   rotation by the row index) depend on (id, row) only: they are computed once per pair and looked up after;
 3. **forced pads are skipped**: once no row's event has parameters left, the remaining slots can only be
    pad under the MIDI grammar, so pad is appended without running the model.
 
 The layers are called leanly (``forward`` of the same modules, same operations as the model's forward), with
-each product on the CPU kernel that streams its weight fastest for the batch (``decoding_layout``: the same
-numbers as the model's forward for small weights, within float rounding for the large ones oneDNN takes).
+each product on the CPU kernel that streams its weight fastest for the batch and for whether the weights
+stay in cache (``decoding_layout``: the same values as the model's forward within float rounding).
 When the processors are all "compact-safe" (the grammar, temperature, top-k, top-p, min-p, suppress-tokens,
 or any processor with a ``compact_call(input_ids, scores, offset)`` method) only the ``lm_head`` rows of the
 id range the grammar allows are computed and processed. Other

@@ -77,19 +77,28 @@ def product_kind(out_features: int, in_features: int, rows: int, streamed: bool 
     return "linear"
 
 
-def _transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                       zero_row: torch.Tensor | None = None) -> torch.Tensor:
+def _transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     # Both sides row-major. A transposed-view x as the right-hand operand makes MKL read the weight at half the
     # bandwidth (tv2o-medium down_proj: 2.7 -> 1.3 ms); a transposed-view result has a strided head dimension,
     # which sends attention to sdpa's math path and later elementwise ops to strided loops (small, batch 4: -11%).
     rows = x.reshape(-1, x.shape[-1]).contiguous()  # (n, in)
-    n = rows.shape[0]
-    if n == 1:  # one row would run as a one-core matrix-vector product; with a zero second row, on both cores
-        rows = torch.cat((rows, zero_row if zero_row is not None else torch.zeros_like(rows)))
-    out = torch.mm(weight, rows.t())[:, :n].t().contiguous()  # (out, n) product -> (n, out)
+    out = torch.mm(weight, rows.t()).t().contiguous()  # (out, n) product -> (n, out)
     if bias is not None:
         out = out + bias
     return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _padded_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   zero_row: torch.Tensor | None = None) -> torch.Tensor:
+    # One row as weight @ x^T with a zero second row: MKL runs one row as a matrix-vector product on one core,
+    # two rows as a product on both. The result is column 0 of the (out, 2) product, a view with stride 2 (the
+    # decoding loop's elementwise ops and cache writes read it as it is; a copy costs more than it saves there).
+    row = x.reshape(1, x.shape[-1])
+    padded = torch.cat((row, zero_row if zero_row is not None else torch.zeros_like(row)))  # (2, in)
+    out = torch.mm(weight, padded.t())[:, 0]  # (out,)
+    if bias is not None:
+        out = out + bias
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -106,7 +115,9 @@ def _kernel(weight: torch.Tensor, rows: int, streamed: bool = False) -> Callable
     kind = product_kind(weight.shape[0], weight.shape[1], rows, streamed)
     if kind == "onednn" and weight.is_contiguous():
         return _onednn_linear
-    return _transposed_linear if kind == "transposed" else F.linear
+    if kind == "transposed":
+        return _padded_linear if rows == 1 else _transposed_linear
+    return F.linear
 
 
 def decoding_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -123,7 +134,7 @@ def bound_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, str
     """``x -> decoding_linear(x, weight, bias)`` for inputs of ``rows`` rows in the weight's dtype, with the
     kernel chosen once (a decoding loop calls it thousands of times); ``streamed`` as in [`product_kind`]."""
     kernel = _kernel(weight, rows, streamed)
-    if kernel is _transposed_linear and rows == 1:  # the zero row that pads one row to two, made once
+    if kernel is _padded_linear:  # the zero row that pads one row to two, made once
         return partial(kernel, weight=weight, bias=bias, zero_row=weight.new_zeros(1, weight.shape[1]))
     return partial(kernel, weight=weight, bias=bias)
 

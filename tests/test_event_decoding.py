@@ -375,8 +375,8 @@ def test_streamed_stacks_run_one_row_as_a_padded_product(monkeypatch):
     generator = torch.Generator().manual_seed(0)
     weight, bias, x = (torch.randn(40, 24, generator=generator), torch.randn(40, generator=generator),
                        torch.randn(1, 1, 24, generator=generator))
-    padded = decoding_layout._kernel(weight, 1, streamed=True)(x, weight, bias)
-    assert padded.shape == (1, 1, 40) and padded.is_contiguous()
+    padded = decoding_layout.bound_linear(weight, bias, 1, streamed=True)(x)
+    assert padded.shape == (1, 1, 40)
     torch.testing.assert_close(padded, decoding_linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 
     model = random_model()

@@ -345,6 +345,12 @@ def _parameter_limit(grammar: MidiGrammarLogitsProcessor | None, event_starts: l
     return max(counts, default=0)
 
 
+def _hand_out(streamer: Any, values: torch.Tensor) -> None:
+    """``streamer.put`` a CPU copy of ``values`` made outside inference mode (an ordinary tensor)."""
+    with torch.inference_mode(False):
+        streamer.put(values.to("cpu", copy=True))
+
+
 # --------------------------------------------------------------------------------------------- the loop
 @torch.no_grad()
 def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList,
@@ -412,49 +418,51 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
     event_starts = sequences[:, length - length % k].tolist() if length % k else [None] * batch
     limit = _parameter_limit(grammar, event_starts, live, k) if length % k else k - 1
     hidden = None
-    while True:
-        # score and choose the token at `length`
-        current = sequences[:, :length]
-        slot = length % k
-        if hidden is None:  # first token: logits from the prefill, processed on the whole vocabulary
-            scores, lo = scorer.full(current, prefill), 0
-        else:
-            states = [grammar.state_of(slot, start, not alive) for start, alive in zip(event_starts, live, strict=True)
-                      ] if grammar is not None else []
-            scores, lo = scorer(current, hidden, states, live)
-        if not generation_config.do_sample:
-            tokens = scores.argmax(dim=-1)
-        elif hidden is not None and scorer.sampler is not None:
-            tokens = scorer.sampler(scores)
-        else:
-            tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # (B,)
-        if lo:
-            tokens = tokens + lo
-        if not all(live):
-            tokens = tokens.masked_fill(~unfinished, pad_id)
-        sequences[:, length] = tokens
-        length += 1
-        if streamer is not None:
-            streamer.put(tokens.cpu())
-        chosen = tokens.tolist()
-        live = [alive and token not in eos_ids for alive, token in zip(live, chosen, strict=True)]
-        live = _apply_criteria(other_criteria, sequences, length, scores, live)
-        if slot == 0:  # an event type was just chosen: how many of its slots can be non-pad?
-            event_starts = chosen
-            limit = _parameter_limit(grammar, event_starts, live, k)
-        # forced pads (past every row's parameters) are appended without running the model
-        while length % k and length % k > limit and length < max_length and any(live):
-            sequences[:, length] = pad_id
+    # the whole loop runs under inference_mode (no view / version tracking: ~15% less time per step); what
+    # leaves it (the streamer's tensors, the returned ids) is made outside it, an ordinary tensor
+    with torch.inference_mode():
+        while True:
+            # score and choose the token at `length`
+            current = sequences[:, :length]
+            slot = length % k
+            if hidden is None:  # first token: logits from the prefill, processed on the whole vocabulary
+                scores, lo = scorer.full(current, prefill), 0
+            else:
+                states = [grammar.state_of(slot, start, not alive) for start, alive in zip(event_starts, live, strict=True)
+                          ] if grammar is not None else []
+                scores, lo = scorer(current, hidden, states, live)
+            if not generation_config.do_sample:
+                tokens = scores.argmax(dim=-1)
+            elif hidden is not None and scorer.sampler is not None:
+                tokens = scorer.sampler(scores)
+            else:
+                tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # (B,)
+            if lo:
+                tokens = tokens + lo
+            if not all(live):
+                tokens = tokens.masked_fill(~unfinished, pad_id)
+            sequences[:, length] = tokens
             length += 1
             if streamer is not None:
-                streamer.put(sequences[:, length - 1].cpu())
-            if pad_id in eos_ids:
-                live = [False] * batch
+                _hand_out(streamer, tokens)
+            chosen = tokens.tolist()
+            live = [alive and token not in eos_ids for alive, token in zip(live, chosen, strict=True)]
             live = _apply_criteria(other_criteria, sequences, length, scores, live)
-        unfinished = torch.tensor(live, device=sequences.device) if not all(live) else unfinished
-        if length >= max_length or not any(live):
-            break
-        with torch.inference_mode():  # no view / version tracking: about 15% less time per token step
+            if slot == 0:  # an event type was just chosen: how many of its slots can be non-pad?
+                event_starts = chosen
+                limit = _parameter_limit(grammar, event_starts, live, k)
+            # forced pads (past every row's parameters) are appended without running the model
+            while length % k and length % k > limit and length < max_length and any(live):
+                sequences[:, length] = pad_id
+                length += 1
+                if streamer is not None:
+                    _hand_out(streamer, sequences[:, length - 1])
+                if pad_id in eos_ids:
+                    live = [False] * batch
+                live = _apply_criteria(other_criteria, sequences, length, scores, live)
+            unfinished = torch.tensor(live, device=sequences.device) if not all(live) else unfinished
+            if length >= max_length or not any(live):
+                break
             if length % k == 0:  # event complete: event step, then token row 0 from the new state
                 hidden = lean.token_step(lean.event_step(sequences[:, length - k:length]), 0)
             else:

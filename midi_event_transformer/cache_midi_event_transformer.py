@@ -131,15 +131,19 @@ class MidiEventTransformerCache(Cache):
                              f"not {_model_signature(config)}; create a new cache for this model")
 
     # ----------------------------------------------------------------- updates (called by the model)
-    def append_event_flags(self, valid: torch.Tensor) -> torch.Tensor:
-        """Record ``valid`` (B, n) flags of ``n`` new events; return the flags of all events (B, num_events + n)."""
-        end = self.num_events + valid.shape[1]
-        if self.event_valid is None or end > self.event_valid.shape[1]:
-            grown = valid.new_ones(valid.shape[0], max(end, 2 * (0 if self.event_valid is None else
-                                                                  self.event_valid.shape[1]), 64))
+    def _reserve_event_flags(self, end: int, like: torch.Tensor) -> None:
+        """Make room for the flags of events up to ``end``; free slots hold True (a real event)."""
+        capacity = 0 if self.event_valid is None else self.event_valid.shape[1]
+        if end > capacity:
+            grown = like.new_ones(like.shape[0], max(end, 2 * capacity, 64), dtype=torch.bool)
             if self.event_valid is not None:
                 grown[:, :self.num_events] = self.event_valid[:, :self.num_events]
             self.event_valid = grown
+
+    def append_event_flags(self, valid: torch.Tensor) -> torch.Tensor:
+        """Record ``valid`` (B, n) flags of ``n`` new events; return the flags of all events (B, num_events + n)."""
+        end = self.num_events + valid.shape[1]
+        self._reserve_event_flags(end, valid)
         self.event_valid[:, self.num_events:end] = valid
         self.has_padding = self.has_padding or not bool(valid.all())
         count = valid.sum(1) if self.valid_event_count is None else self.valid_event_count + valid.sum(1)
@@ -148,17 +152,13 @@ class MidiEventTransformerCache(Cache):
         return self.event_valid[:, :end]
 
     def append_real_events(self, count: int = 1) -> None:
-        """Record ``count`` new real events in every row of a cache without padding (the flags ``append_event_flags``
-        would write are all True, which is what free flag slots hold already)."""
+        """Record ``count`` new real events in every row of a cache without padding: the flags ``append_event_flags``
+        would write are all True, which is what free flag slots hold already."""
         if self.has_padding or self.valid_event_count is None:
             raise ValueError("append_real_events needs a started cache without padding; use append_event_flags")
-        end = self.num_events + count
-        if end > self.event_valid.shape[1]:
-            grown = self.event_valid.new_ones(self.event_valid.shape[0], max(end, 2 * self.event_valid.shape[1]))
-            grown[:, :self.num_events] = self.event_valid[:, :self.num_events]
-            self.event_valid = grown
+        self._reserve_event_flags(self.num_events + count, self.event_valid)
         self.valid_event_count = self.valid_event_count + count
-        self.num_events = end
+        self.num_events += count
 
     def reset_token_level(self) -> None:
         for layer in self.token_layers:

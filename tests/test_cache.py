@@ -127,3 +127,21 @@ def test_crop_is_not_supported(model, prompt):
         cache = model(prompt).past_key_values
     with pytest.raises(NotImplementedError):
         cache.crop(4)
+
+
+def test_append_real_events_equals_all_true_flags():
+    fast, flagged = MidiEventTransformerCache(tiny_config()), MidiEventTransformerCache(tiny_config())
+    for cache in (fast, flagged):
+        cache.append_event_flags(torch.ones(2, 3, dtype=torch.bool))
+    for _ in range(70):  # past the first capacity (64): the flags grow
+        fast.append_real_events(1)
+        flagged.append_event_flags(torch.ones(2, 1, dtype=torch.bool))
+    assert fast.num_events == flagged.num_events == 73
+    assert torch.equal(fast.valid_event_count, flagged.valid_event_count)
+    assert torch.equal(fast.event_valid[:, :73], flagged.event_valid[:, :73]) and not fast.has_padding
+    padded = MidiEventTransformerCache(tiny_config())
+    padded.append_event_flags(torch.tensor([[False], [True]]))
+    with pytest.raises(ValueError, match="without padding"):
+        padded.append_real_events(1)
+    with pytest.raises(ValueError, match="started cache"):
+        MidiEventTransformerCache(tiny_config()).append_real_events(1)

@@ -177,6 +177,18 @@ class MidiEventTransformerCache(Cache):
             layer.release()
         self._reset_state()
 
+    def finish_decoding(self, partial_event: torch.Tensor | None) -> None:
+        """End of the event-level decoding loop: record ``partial_event`` (B, r), the tokens of the current event
+        the cache has seen, and replace tensors made under ``torch.inference_mode`` by ordinary copies, so that
+        later calls outside it can update them in place."""
+        def ordinary(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return tensor.clone() if tensor is not None and tensor.is_inference() else tensor
+
+        for layer in self.event_layers + self.token_layers:
+            layer.keys, layer.values = ordinary(layer.keys), ordinary(layer.values)
+        self.event_valid, self.valid_event_count = ordinary(self.event_valid), ordinary(self.valid_event_count)
+        self.partial_event = None if partial_event is None else partial_event.clone()
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep only the batch rows ``indices`` (in that order)."""
         indices = torch.as_tensor(indices, dtype=torch.long)

@@ -13,6 +13,8 @@ event hidden state is fed to the token transformer as its first input row.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any
 
 from transformers import GenerationConfig, PreTrainedConfig
@@ -104,18 +106,27 @@ _NAMED_SHAPES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     ),
 }
 
-# Keys that transformers itself writes into / passes through a config dict; anything else unknown is an error.
-_FRAMEWORK_KEYS = frozenset({
-    "model_type", "auto_map", "torch_dtype", "name_or_path", "_name_or_path", "_commit_hash", "output_attentions",
-    "attn_implementation", "experts_implementation", "_attn_implementation_internal",
-    "_experts_implementation_internal", "_attn_implementation_autoset", "num_labels", "per_layer_config",
-    "transformers_weights",
-})
+# Public keyword arguments of loading (``from_pretrained(attn_implementation=...)``, remote code's ``auto_map``) that
+# reach a config's ``__post_init__`` without being fields of ``PreTrainedConfig``.
+_LOADING_KEYS = frozenset({"auto_map", "attn_implementation", "experts_implementation"})
+
+
+@functools.cache
+def _framework_keys() -> frozenset[str]:
+    """Keys transformers itself knows: ``PreTrainedConfig``'s fields, serialized keys and attributes, and the
+    generation parameters that older configs carry (read from the public classes, so they follow the release)."""
+    base = PreTrainedConfig()
+    names = {field.name for field in dataclasses.fields(PreTrainedConfig)} if dataclasses.is_dataclass(
+        PreTrainedConfig) else set()
+    names |= set(base.to_dict()) | set(GenerationConfig().to_dict()) | _LOADING_KEYS
+    return frozenset(names)
 
 
 def _reject_unknown_keys(class_name: str, kwargs: dict[str, Any]) -> None:
-    generation_keys = set(GenerationConfig._get_default_generation_params())
-    unknown = sorted(k for k in kwargs if k not in _FRAMEWORK_KEYS and k not in generation_keys)
+    """Raise ``ValueError`` naming keys that are neither ours nor transformers' (private ``_`` names are its own)."""
+    known = _framework_keys()
+    unknown = sorted(k for k in kwargs
+                     if not k.startswith("_") and k not in known and not hasattr(PreTrainedConfig, k))
     if unknown:
         raise ValueError(f"{class_name} got unknown keys {unknown}; check the spelling or the config's origin "
                          "(reference checkpoints are converted with convert_skytnt_checkpoint)")

@@ -12,15 +12,14 @@ on the model's own [`MidiEventTransformerCache`] and weights:
 3. **forced pads are skipped**: once no row's event has parameters left, the remaining slots can only be
    pad under the MIDI grammar, so pad is appended without running the model.
 
-The layers are called leanly (``forward`` of the same modules, same operations as the model's forward), with
-each product on the CPU kernel that streams its weight fastest for the batch and for whether the weights
-stay in cache (``decoding_layout``: the same values as the model's forward within float rounding).
+The layers are called leanly: the ``forward`` methods of the same modules, bound once, in the same operations
+as the model's forward (the same values within float rounding), on the cache's preallocated buffers.
 When the processors are all "compact-safe" (the grammar, temperature, top-k, top-p, min-p, suppress-tokens,
 or any processor with a ``compact_call(input_ids, scores, offset)`` method) only the ``lm_head`` rows of the
 id range the grammar allows are computed and processed. Other
 processors get the full ``(batch, vocab)`` scores. Stopping criteria and the streamer see every token.
 Greedy output equals the per-token path; sampling draws from the same distribution.
-Beam search, ``return_dict_in_generate`` and multi-GPU sync fall back to transformers' own loops.
+``generate`` leaves beam search, ``return_dict_in_generate`` and multi-GPU sync to transformers' own loops.
 """
 
 from __future__ import annotations
@@ -31,21 +30,27 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, StoppingCriteriaList
-from transformers.generation.configuration_utils import GenerationMode
-from transformers.generation.logits_process import (
+from transformers import (
+    EosTokenCriteria,
+    GenerationConfig,
+    LogitsProcessorList,
+    MaxLengthCriteria,
     MinPLogitsWarper,
+    StoppingCriteriaList,
     SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
+from transformers.generation import GenerationMode
 
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
-from .decoding_layout import blocked_linear, bound_linear, packed_bias, packed_weight, streams_from_memory
 from .grammar import MidiGrammarLogitsProcessor
-from .modeling_midi_event_transformer import MidiEventTransformerRMSNorm, apply_rotary
+from .modeling_midi_event_transformer import (
+    CACHE_ARGUMENT,
+    MidiEventTransformerRMSNorm,
+    apply_rotary,
+)
 
 _EVENT_LOOP_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 _SHAPE_AGNOSTIC_WARPERS = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper)
@@ -60,27 +65,6 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
-def _bound_product(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, blocked: bool, streamed: bool):
-    """``x -> F.linear(x, weight, bias)`` for ``rows`` rows: on a oneDNN blocked copy of the weight when
-    ``blocked`` and one applies, else on the weight itself with the kernel chosen once (``streamed``: the
-    weight is read from memory at each step, see ``decoding_layout.product_kind``)."""
-    copy = blocked_linear(weight, bias, rows) if blocked else None
-    return copy or bound_linear(weight, bias, rows, streamed)
-
-
-def _bound_linear(module: nn.Module, rows: int, blocked: bool, streamed: bool):
-    """``module``'s product as a cheap callable for a plain Linear, else its forward (LoRA, int8)."""
-    if type(module) is not nn.Linear:
-        return module.forward
-    return _bound_product(module.weight, module.bias, rows, blocked, streamed)
-
-
-def _bound_packed(linears: list[nn.Module], rows: int, blocked: bool, streamed: bool):
-    """One product over the packed weights of ``linears`` (``None`` when they are not packed)."""
-    weight = packed_weight(linears)
-    return None if weight is None else _bound_product(weight, packed_bias(linears), rows, blocked, streamed)
-
-
 def _bound_norm(norm: nn.Module, dtype: torch.dtype):
     """``norm``'s forward for inputs of ``dtype``: for float32 inputs and weight, the fused op it calls itself."""
     if isinstance(norm, MidiEventTransformerRMSNorm) and dtype == norm.weight.dtype == torch.float32:
@@ -93,25 +77,17 @@ class _LeanLayer:
     """A decoder layer's operations (as ``MidiEventTransformerDecoderLayer.forward``) on pre-bound ``forward``s.
 
     Binding the submodules' ``forward`` methods once skips module-call and attribute-lookup overhead per step;
-    wrapped Linear layers (LoRA, int8) keep working since their own ``forward`` is what gets bound. Packed
-    q/k/v and gate/up weights (``decoding_layout``) run as one product each, with one rotary call for q and k.
+    wrapped Linear layers (LoRA, int8) keep working since their own ``forward`` is what gets bound.
     """
 
-    def __init__(self, layer: nn.Module, rows: int, blocked: bool, streamed: bool, dtype: torch.dtype) -> None:
+    def __init__(self, layer: nn.Module, dtype: torch.dtype) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.input_norm = _bound_norm(layer.input_layernorm, dtype)
         self.post_norm = _bound_norm(layer.post_attention_layernorm, dtype)
-        bind = partial(_bound_linear, rows=rows, blocked=blocked, streamed=streamed)
-        bind_packed = partial(_bound_packed, rows=rows, blocked=blocked, streamed=streamed)
-        self.qkv = bind_packed([attn.q_proj, attn.k_proj, attn.v_proj])
-        self.q, self.k, self.v = (None, None, None) if self.qkv else (
-            bind(attn.q_proj), bind(attn.k_proj), bind(attn.v_proj))
-        self.o = bind(attn.o_proj)
-        self.gate_up = bind_packed([mlp.gate_proj, mlp.up_proj])
-        self.gate, self.up = (None, None) if self.gate_up else (bind(mlp.gate_proj), bind(mlp.up_proj))
-        self.down, self.act = bind(mlp.down_proj), mlp.act_fn
-        self.heads, self.kv_heads = attn.num_heads, attn.num_key_value_heads
-        self.intermediate = mlp.up_proj.out_features
+        self.q, self.k, self.v, self.o = (attn.q_proj.forward, attn.k_proj.forward, attn.v_proj.forward,
+                                          attn.o_proj.forward)
+        self.gate, self.up, self.down, self.act = (mlp.gate_proj.forward, mlp.up_proj.forward,
+                                                   mlp.down_proj.forward, mlp.act_fn)
         self.head_dim, self.scale = attn.head_dim, attn.scaling
         self.gqa = attn.num_heads != attn.num_key_value_heads
         self.attend = None if attn.implementation == "sdpa" else attn.attend
@@ -121,10 +97,6 @@ class _LeanLayer:
         """Rotated queries (B, h, T, d), rotated keys and values (B, kv, T, d) of ``x`` (B, T, H)."""
         batch, length, _ = x.shape
         h = self.input_norm(x)
-        if self.qkv is not None:
-            qkv = self.qkv(h).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h + 2 kv, T, d)
-            qk = apply_rotary(qkv[:, :self.heads + self.kv_heads], cos, sin)
-            return qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
         q, k, v = (product(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
                    for product in (self.q, self.k, self.v))
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
@@ -141,33 +113,20 @@ class _LeanLayer:
             out = self.attend(q, k, v, mask, False)  # (B, h, T, d)
         x = x + self.o(out.transpose(1, 2).reshape(batch, length, -1))
         h = self.post_norm(x)
-        if self.gate_up is not None:
-            gate_up = self.gate_up(h)  # (B, T, 2 I)
-            return x + self.down(self.act(gate_up[..., :self.intermediate]) * gate_up[..., self.intermediate:])
         return x + self.down(self.act(self.gate(h)) * self.up(h))
 
 
 class _LeanModel:
-    """The event step and token step of ``model`` on its cache, with pre-bound layers for ``rows`` rows a step.
+    """The event step and token step of ``model`` on its cache, with pre-bound layers."""
 
-    A level's large weights get oneDNN blocked copies (``decoding_layout.blocked_linear``) when the planned
-    events read each of them at least ``BLOCKED_COPY_MIN_READS`` times (once per event for the event level, up
-    to 8 times for the token level): below that the copy costs more time than it saves.
-    """
-
-    BLOCKED_COPY_MIN_READS = 32
-
-    def __init__(self, model: Any, cache: MidiEventTransformerCache, rows: int, planned_events: int) -> None:
+    def __init__(self, model: Any, cache: MidiEventTransformerCache) -> None:
         self.cache = cache
         self.device = model.device
         self.event_embed, self.token_embed = model.net.embed_tokens.forward, model.net_token.embed_tokens.forward
         self.token_inputs: dict[tuple[int, int], tuple] = {}  # (id, row) -> its token row, first layer's q, k, v
-        reads = model.config.tokens_per_event * planned_events
         dtype = model.net_token.embed_tokens.weight.dtype  # of the hidden states
-        self.event_layers = [_LeanLayer(layer, rows, planned_events >= self.BLOCKED_COPY_MIN_READS,
-                                        streams_from_memory(model.net), dtype) for layer in model.net.layers]
-        self.token_layers = [_LeanLayer(layer, rows, reads >= self.BLOCKED_COPY_MIN_READS,
-                                        streams_from_memory(model.net_token), dtype) for layer in model.net_token.layers]
+        self.event_layers = [_LeanLayer(layer, dtype) for layer in model.net.layers]
+        self.token_layers = [_LeanLayer(layer, dtype) for layer in model.net_token.layers]
         self.event_norm, self.token_norm = _bound_norm(model.net.norm, dtype), _bound_norm(model.net_token.norm, dtype)
         self.event_rotary = model.net.rotary_emb
         self.token_rotations = [model.net_token.rotary_emb.span(row, 1, dtype)  # (cos, sin) of each token row
@@ -276,9 +235,9 @@ class _Scorer:
         lo, hi = min(span[0] for span in spans), max(span[1] for span in spans)
         if type(self.lm_head) is nn.Linear:
             product = self.span_products.get((lo, hi))
-            if product is None:  # bound on first use: the weights' decoding layout is in place by then
+            if product is None:  # the rows lo..hi of a row-major weight: a contiguous view
                 bias = None if self.lm_head.bias is None else self.lm_head.bias[lo:hi]
-                product = self.span_products[lo, hi] = bound_linear(self.lm_head.weight[lo:hi], bias, hidden.shape[0])
+                product = self.span_products[lo, hi] = partial(F.linear, weight=self.lm_head.weight[lo:hi], bias=bias)
             scores = product(hidden)  # (B, hi - lo)
         else:  # quantized / adapted heads: full product, then the slice
             scores = self.lm_head.forward(hidden)[:, lo:hi]
@@ -356,29 +315,25 @@ def _hand_out(streamer: Any, values: torch.Tensor) -> None:
 def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList,
                     stopping_criteria: StoppingCriteriaList, generation_config: GenerationConfig,
                     synced_gpus: bool = False, streamer: Any = None, event_streamer: Any = None,
-                    cpu_weight_copies: bool = True,
-                    **model_kwargs: Any) -> torch.LongTensor:
-    """Decode event by event. Signature of ``GenerationMixin._sample`` (pass as ``generate(custom_generate=...)``).
+                    keep_cache: bool = True, **model_kwargs: Any) -> torch.LongTensor:
+    """Decode event by event: a ``custom_generate`` callable for ``generate`` (greedy search and sampling).
 
     ``event_streamer``: a streamer transformers did not see (it hands a callable no ``streamer``); it first
     receives the prompt, as ``generate`` does for its own streamer.
-    ``cpu_weight_copies``: allow oneDNN blocked copies of large weights for a batch of 3-8 on CPU (faster, but as
-    much memory again as those weights while the generation runs); ``False`` decodes on the weights themselves.
+    ``keep_cache``: leave the cache holding the tokens it has seen, as ordinary tensors (a cache the caller
+    passed); ``False`` frees its buffers at the end (one made for this call).
 
     Returns:
         `torch.LongTensor` (batch, total length): the prompts followed by the generated tokens.
     """
+    if not event_loop_applies(generation_config, synced_gpus):
+        raise ValueError(f"the event-level loop decodes greedy search and sampling without dict outputs, not "
+                         f"{generation_config.get_generation_mode().value}: pass event_loop=False")
     if event_streamer is not None:
         streamer = event_streamer
         streamer.put(input_ids.cpu())
-    if not event_loop_applies(generation_config, synced_gpus):
-        method = "_sample" if generation_config.get_generation_mode() in _EVENT_LOOP_MODES else "_beam_search"
-        return getattr(GenerationMixin, method)(model, input_ids, logits_processor=logits_processor,
-                                               stopping_criteria=stopping_criteria,
-                                               generation_config=generation_config, synced_gpus=synced_gpus,
-                                               streamer=streamer, **model_kwargs)
     k = model.config.tokens_per_event
-    pad_id = generation_config._pad_token_tensor
+    pad_id = generation_config.pad_token_id
     pad_id = model.config.pad_token_id if pad_id is None else int(pad_id)
     scorer = _Scorer(model, logits_processor)
     grammar = scorer.grammar
@@ -387,17 +342,13 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
     sequences = input_ids.new_full((batch, max_length), pad_id)  # (B, max_length)
     sequences[:, :prompt_length] = input_ids
 
-    if not model.training and input_ids.device.type == "cpu":
-        model.use_cpu_decoding_layout(rows_per_step=batch)
-
     # prefill through the model's forward (prompt of any length, padding, partial last event)
-    cache = model_kwargs.get("past_key_values")
+    cache = model_kwargs.get(CACHE_ARGUMENT)
     if cache is None:
-        cache = MidiEventTransformerCache(model.config)
+        cache, keep_cache = MidiEventTransformerCache(model.config), False
     prefill = model(input_ids=input_ids[:, cache.get_seq_length():], attention_mask=model_kwargs.get("attention_mask"),
                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
-    planned_events = (max_length - prompt_length) // k if cpu_weight_copies else 0  # 0: no weight copies pay
-    lean = _LeanModel(model, cache, rows=batch, planned_events=planned_events)
+    lean = _LeanModel(model, cache)
     if grammar is not None:
         grammar._to(sequences.device)
 
@@ -470,8 +421,14 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
 
     if streamer is not None:
         streamer.end()
-    # the lean steps skip the cache's flat bookkeeping, and buffers they grew are inference tensors: drop them
-    cache.release()
+    if keep_cache:  # the lean steps keep the KV buffers and event flags up to date, not the current event's ids
+        partial = cache.partial_event
+        if cache.num_events and cache.token_layers:  # tokens seen of the current event: token rows after row 0
+            start = k * cache.num_events
+            partial = sequences[:, start:start + cache.token_layers[0].length - 1]
+        cache.finish_decoding(partial)
+    else:
+        cache.release()
     return sequences[:, :length]
 
 

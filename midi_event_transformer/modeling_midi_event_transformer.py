@@ -22,6 +22,8 @@ so its checkpoints load 1:1.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, LogitsProcessorList, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -39,6 +41,12 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
 from .configuration_midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerLevelConfig
 from .losses import fused_flat_causal_lm_loss
+
+#: transformers' name for the cache: in ``generate``'s model keyword arguments (what ``prepare_inputs_for_generation``
+#: and a ``custom_generate`` callable receive) and in model outputs. ``cache`` from transformers 5.24 on,
+#: ``past_key_values`` before. (Our own ``forward`` takes ``past_key_values`` on every release.)
+CACHE_ARGUMENT = ("cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+                  else "past_key_values")
 
 
 # --------------------------------------------------------------------------------------------- building blocks
@@ -168,14 +176,14 @@ class MidiEventTransformerAttention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, is_causal: bool = False,
-                past_key_values: KeyValueBuffer | None = None) -> torch.Tensor:
+                kv_buffer: KeyValueBuffer | None = None) -> torch.Tensor:
         batch, length, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, h, T, d)
         k = self.k_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, kv, T, d)
         v = self.v_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if past_key_values is not None:
-            k, v = past_key_values.append(k, v)  # (B, kv, S, d)
+        if kv_buffer is not None:
+            k, v = kv_buffer.append(k, v)  # (B, kv, S, d)
         out = self.attend(q, k, v, attention_mask, is_causal)  # (B, h, T, d)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))  # (B, T, H)
 
@@ -223,17 +231,17 @@ class MidiEventTransformerDecoderLayer(GradientCheckpointingLayer):
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, is_causal: bool = False,
-                past_key_values: KeyValueBuffer | None = None) -> torch.Tensor:
-        if past_key_values is None and self.compiled_forward is not None:  # cached steps change shape: eager
+                kv_buffer: KeyValueBuffer | None = None) -> torch.Tensor:
+        if kv_buffer is None and self.compiled_forward is not None:  # cached steps change shape: eager
             return self.compiled_forward(hidden_states, cos, sin, attention_mask, is_causal)
-        return self.layer_forward(hidden_states, cos, sin, attention_mask, is_causal, past_key_values)
+        return self.layer_forward(hidden_states, cos, sin, attention_mask, is_causal, kv_buffer)
 
     def layer_forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                       attention_mask: torch.Tensor | None = None, is_causal: bool = False,
-                      past_key_values: KeyValueBuffer | None = None) -> torch.Tensor:
+                      kv_buffer: KeyValueBuffer | None = None) -> torch.Tensor:
         """The layer's computation (``forward`` without the choice of a compiled version)."""
         hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states), cos, sin,
-                                                       attention_mask, is_causal, past_key_values)
+                                                       attention_mask, is_causal, kv_buffer)
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
@@ -250,14 +258,14 @@ class MidiEventTransformerStack(nn.Module):
 
     def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, is_causal: bool = False,
-                past_key_values: list[KeyValueBuffer] | None = None) -> torch.Tensor:
+                kv_buffers: list[KeyValueBuffer] | None = None) -> torch.Tensor:
         """``inputs_embeds`` (B, T, H), ``position_ids`` (B, T) or (T,) -> normed hidden states (B, T, H)."""
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
         hidden_states = inputs_embeds
         for i, layer in enumerate(self.layers):
-            layer_cache = None if past_key_values is None else past_key_values[i]
+            kv_buffer = None if kv_buffers is None else kv_buffers[i]
             hidden_states = layer(hidden_states, cos, sin, attention_mask=attention_mask, is_causal=is_causal,
-                                  past_key_values=layer_cache)
+                                  kv_buffer=kv_buffer)
         return self.norm(hidden_states)
 
 
@@ -295,14 +303,6 @@ class MidiEventTransformerPreTrainedModel(PreTrainedModel):
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
         return True  # attention reads config._attn_implementation ("sdpa" or "eager") at every call
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """``nn.Module.state_dict``, after giving weights packed for CPU decoding their own storage again
-        (``decoding_layout.separate_packed_weights``): savers refuse or deduplicate tensors sharing memory."""
-        from .decoding_layout import separate_packed_weights
-
-        separate_packed_weights(self)
-        return super().state_dict(*args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -342,10 +342,6 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        return False  # forward builds a MidiEventTransformerCache itself
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
@@ -573,7 +569,7 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
                                                  label_offset=past)
             else:
                 loss = flat_causal_lm_loss(logits, labels, self.config.pad_token_id, k, label_offset=past)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if use_cache else None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_ARGUMENT: cache if use_cache else None})
 
     # ----------------------------------------------------------------- training speed
     def compile_layers(self, **compile_kwargs: Any) -> MidiEventTransformerForCausalLM:
@@ -611,38 +607,24 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             warnings.simplefilter("ignore", category=(DeprecationWarning, FutureWarning, UserWarning))
             return quantize_dynamic(self.eval(), {nn.Linear}, dtype=torch.qint8, inplace=True)
 
-    def use_cpu_decoding_layout(self, rows_per_step: int = 1) -> None:
-        """Store the Linear weights in the layout CPU decoding reads fastest, for ``rows_per_step`` rows a step.
-
-        q/k/v and gate/up projections are packed back to back (the decoding loop runs each group as one product);
-        products that one row (batch 1) runs through ``F.linear`` are stored column-major when they widen, all
-        others row-major (the kernel choice is ``decoding_layout.product_kind``). Values, shapes and names are
-        unchanged (parameters become views of the shared buffers, which ``state_dict()`` separates again, so
-        saved files are unchanged too). Idempotent; the event-level decoding loop calls it on CPU. See
-        ``decoding_layout.apply_cpu_decoding_layout``.
-        """
-        from .decoding_layout import apply_cpu_decoding_layout
-
-        apply_cpu_decoding_layout(self, rows_per_step)
-
     @torch.no_grad()
-    def generate(self, inputs: torch.Tensor | None = None, generation_config: Any = None,
+    def generate(self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None,
                  logits_processor: LogitsProcessorList | None = None, custom_generate: Any = None,
-                 midi_grammar: bool = True, event_loop: bool = True, cpu_weight_copies: bool = True,
-                 **kwargs: Any) -> Any:
+                 midi_grammar: bool = True, event_loop: bool = True, **kwargs: Any) -> Any:
         """``GenerationMixin.generate`` with the MIDI grammar and the event-level decoding loop on by default.
 
         Args:
             inputs / input_ids: flat prompts (batch, events * 8) or (batch, events, 8), left-padded by whole events.
             midi_grammar (`bool`, defaults to `True`): add [`MidiGrammarLogitsProcessor`] (unless one is given).
             event_loop (`bool`, defaults to `True`): decode with ``event_decoding.generate_events`` when the request
-                allows (greedy or sampling without dict outputs); `False` forces the per-token loop.
-            cpu_weight_copies (`bool`, defaults to `True`): let the event loop make oneDNN blocked copies of large
-                weights (tv2o-medium and larger) for a batch of 3-8 on CPU: ~1.5x faster steps, as much memory
-                again as those weights while it runs. `False` decodes on the weights themselves.
+                allows (greedy or sampling without dict outputs); `False` forces transformers' per-token loop.
+            past_key_values / cache ([`MidiEventTransformerCache`], *optional*): a cache to continue from and to
+                fill (either name, on every supported transformers release). After ``generate`` it holds every
+                token of the returned sequences except the last one or few (``cache.get_seq_length()`` says how
+                many), so a later ``generate`` on the returned ids continues from it.
             Other arguments: as ``GenerationMixin.generate`` (``max_new_tokens`` counts flat tokens).
         """
-        from .event_decoding import generate_events
+        from .event_decoding import event_loop_applies, generate_events
         from .grammar import MidiGrammarLogitsProcessor
 
         prompt = None
@@ -663,11 +645,21 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
         processors = LogitsProcessorList(logits_processor or [])
         if midi_grammar and not any(isinstance(p, MidiGrammarLogitsProcessor) for p in processors):
             processors.insert(0, MidiGrammarLogitsProcessor(self.config.vocab_size))
-        if custom_generate is None and event_loop:
+
+        # the request as transformers will read it (to choose the loop), and the cache under the name it uses
+        request = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
+        request.update(**kwargs)
+        cache = _take_cache_argument(kwargs)
+        user_cache = cache is not None
+        if cache is None and request.use_cache is not False:
+            cache = MidiEventTransformerCache(self.config)
+        if cache is not None:
+            kwargs[CACHE_ARGUMENT] = cache
+        if custom_generate is None and event_loop and event_loop_applies(request, kwargs.get("synced_gpus") or False):
             custom_generate = generate_events
-            # transformers passes a callable only the arguments it declares beyond `_sample`'s (not `streamer`)
+            # transformers passes a callable only the arguments it declares beyond the sampling loop's
             kwargs["event_streamer"] = kwargs.pop("streamer", None)
-            kwargs["cpu_weight_copies"] = cpu_weight_copies
+            kwargs["keep_cache"] = user_cache
         output = super().generate(inputs, generation_config=generation_config, logits_processor=processors,
                                   custom_generate=custom_generate, **kwargs)
         return self._complete_last_event(output)
@@ -682,15 +674,30 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             return sequences
         return F.pad(sequences, (0, k - sequences.shape[1] % k), value=pad)
 
-    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor,
-                                      past_key_values: MidiEventTransformerCache | None = None,
-                                      attention_mask: torch.Tensor | None = None, use_cache: bool = True,
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                                      use_cache: bool = True, past_key_values: MidiEventTransformerCache | None = None,
+                                      cache: MidiEventTransformerCache | None = None,
                                       **kwargs: Any) -> dict[str, Any]:
-        """Feed only the tokens the cache has not seen; pass the whole attention mask."""
-        if past_key_values is not None:
-            input_ids = input_ids[:, past_key_values.get_seq_length():]
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": past_key_values,
+        """Feed only the tokens the cache has not seen; pass the whole attention mask.
+
+        transformers hands the cache over as ``cache`` (5.24 on) or ``past_key_values`` (before).
+        """
+        cache = cache if cache is not None else past_key_values
+        if cache is not None:
+            input_ids = input_ids[:, cache.get_seq_length():]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": cache,
                 "use_cache": use_cache}
+
+
+def _take_cache_argument(kwargs: dict[str, Any]) -> MidiEventTransformerCache | None:
+    """Pop the cache a caller passed to ``generate`` as ``past_key_values`` or ``cache`` (one of them)."""
+    given = {name: kwargs.pop(name) for name in ("past_key_values", "cache") if kwargs.get(name) is not None}
+    if len(given) > 1:
+        raise ValueError("pass the cache once, as past_key_values or as cache, not both")
+    cache = next(iter(given.values()), None)
+    if cache is not None and not isinstance(cache, MidiEventTransformerCache):
+        raise TypeError(f"the cache must be a MidiEventTransformerCache, got {type(cache).__name__}")
+    return cache
 
 
 __all__ = [

@@ -173,18 +173,3 @@ def test_train_script_lora_trains_and_saves_only_the_adapter(pop909_files, tmp_p
     with torch.no_grad():
         assert not torch.allclose(tuned(input_ids=ids).logits, base_model()(input_ids=ids).logits, atol=1e-5)
     assert len([r for r in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in r]) == 2
-
-
-def test_adapter_on_a_model_packed_for_decoding_saves_unshared_weights():
-    model = base_model()
-    expected = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    model.use_cpu_decoding_layout(rows_per_step=1)  # q/k/v and gate/up weights now share buffers
-    peft_model = add_lora_adapter(model, rank=4, alpha=8)  # wraps the packed Linear layers
-    wrapped_storages = [tensor.untyped_storage().data_ptr() for tensor in peft_model.state_dict().values()]
-    assert len(set(wrapped_storages)) == len(wrapped_storages)
-    merged = peft_model.merge_and_unload()  # zero-initialised B: the base weights, unchanged
-    state = merged.state_dict()
-    storages = [tensor.untyped_storage().data_ptr() for tensor in state.values()]
-    assert len(set(storages)) == len(storages)
-    assert state.keys() == expected.keys()
-    assert all(torch.equal(state[name], tensor) for name, tensor in expected.items())

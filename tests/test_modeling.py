@@ -242,7 +242,6 @@ def test_bad_inputs(model):
 
 
 def test_save_load_round_trip_safetensors(model, tmp_path):
-    model.use_cpu_decoding_layout()  # non-default strides must save fine
     model.save_pretrained(tmp_path)
     files = {p.name for p in tmp_path.iterdir()}
     assert "model.safetensors" in files and not any(name.endswith((".bin", ".pt")) for name in files)
@@ -252,27 +251,3 @@ def test_save_load_round_trip_safetensors(model, tmp_path):
         torch.testing.assert_close(loaded(events).logits, model(events).logits, rtol=0, atol=1e-5)
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
-
-
-@pytest.mark.parametrize("rows_per_step", [1, 4])
-def test_state_dict_after_decoding_layout_shares_no_memory(model, rows_per_step, tmp_path):
-    from safetensors.torch import load_file, save_file
-
-    from midi_event_transformer.decoding_layout import packed_weight
-
-    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    model.use_cpu_decoding_layout(rows_per_step)  # packs q/k/v and gate/up into shared buffers
-    mlp = model.net.layers[0].mlp
-    assert packed_weight([mlp.gate_proj, mlp.up_proj]) is not None
-    state = model.state_dict()
-    assert packed_weight([mlp.gate_proj, mlp.up_proj]) is None  # each weight has its own storage again
-    storages = [tensor.untyped_storage().data_ptr() for tensor in state.values()]
-    assert len(set(storages)) == len(storages)
-    save_file({name: tensor.contiguous() for name, tensor in state.items()}, tmp_path / "plain.safetensors")
-    reloaded = load_file(tmp_path / "plain.safetensors")
-    assert reloaded.keys() == before.keys()
-    assert all(torch.equal(reloaded[name], tensor) for name, tensor in before.items())
-    prompt = torch.zeros(1, 8, dtype=torch.long)
-    prompt[:, 0] = model.config.bos_token_id
-    model.generate(prompt, max_new_tokens=16, do_sample=False)  # packs again for decoding
-    assert packed_weight([mlp.gate_proj, mlp.up_proj]) is not None

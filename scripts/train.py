@@ -151,8 +151,9 @@ def build_model(args: ModelArguments, attn_implementation: dict[str, str] | None
     else:
         config = MidiEventTransformerConfig.from_name(args.model, attn_implementation=attn_implementation)
         model = MidiEventTransformerForCausalLM(config)
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if args.gradient_checkpointing:  # newer transformers rename gradient_checkpointing_enable
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     if args.torch_compile:
         model.compile_layers()
     return model

@@ -271,8 +271,10 @@ def write_samples(model, tokenizer, directory: Path, step: int, n_events: int, s
 
 
 # Arguments that say where and how a run is kept and watched, not what it trains: two runs that differ only in
-# these give the same weights (max_train_minutes only while it does not stop the run early).
-RUN_CONTROL_FIELDS = frozenset({"output_dir", "cache_dir", "num_proc", "max_train_minutes", "stop_at_step", "log_every",
+# these give the same weights (max_train_minutes only while it does not stop the run early; num_threads up to the
+# rounding of a different summation order).
+RUN_CONTROL_FIELDS = frozenset({"output_dir", "cache_dir", "num_proc", "num_threads", "max_train_minutes",
+                                "stop_at_step", "log_every",
                                 "eval_every", "eval_max_songs", "save_every", "keep_checkpoints", "sample_every",
                                 "sample_events", "resume", "final_eval", "record_batches"})
 

@@ -345,11 +345,20 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
-        """Load our format, or a SkyTNT/midi-model checkpoint directory (converted on load, dtype kept)."""
-        from .convert_skytnt import is_reference_checkpoint, load_reference_checkpoint
-
-        if is_reference_checkpoint(pretrained_model_name_or_path):
-            return load_reference_checkpoint(cls, pretrained_model_name_or_path, *args, **kwargs)
+        """Load our format; with the package installed, also a SkyTNT/midi-model checkpoint directory (converted on
+        load, dtype kept)."""
+        if __package__ == "midi_event_transformer":  # this file in the installed package, not a remote-code copy
+            # conversion is the package's feature: an absolute import (transformers copies relative ones next to the
+            # remote code) in a try block (its import check of remote code skips those)
+            try:
+                from midi_event_transformer.convert_skytnt import (
+                    is_reference_checkpoint,
+                    load_reference_checkpoint,
+                )
+            except ImportError as error:
+                raise ImportError(f"the installed midi_event_transformer is incomplete: {error}") from error
+            if is_reference_checkpoint(pretrained_model_name_or_path):
+                return load_reference_checkpoint(cls, pretrained_model_name_or_path, *args, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:

@@ -62,3 +62,15 @@ def test_fresh_process_trust_remote_code(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().startswith("transformers_modules")
+
+
+def test_saved_folder_holds_only_the_code_loading_and_generating_need(tmp_path):
+    """What trust_remote_code users must read: model, config, cache, decoding loop, grammar, tokenizer and their
+    MIDI reading / writing; no conversion of reference checkpoints, no training code."""
+    from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+
+    random_model().save_pretrained(tmp_path)
+    MidiEventTransformerTokenizer().save_pretrained(tmp_path)
+    code = {path.name for path in tmp_path.glob("*.py")}
+    assert "modeling_midi_event_transformer.py" in code and "tokenization_midi_event_transformer.py" in code
+    assert not code & {"convert_skytnt.py", "data.py", "lora.py", "pipeline.py", "cli.py", "hub.py"}, code

@@ -29,6 +29,7 @@ work: the state (next kept event, time, model events written) is kept per sample
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,8 @@ from .vocabulary import (
     PARAMETER_SIZES,
     TOKENS_PER_EVENT,
 )
+
+logger = logging.getLogger(__name__)
 
 _NOTE, _PATCH, _CONTROL, _KEY = (EVENT_TYPE_IDS[name] for name in ("note", "patch_change", "control_change",
                                                                     "key_signature"))
@@ -270,19 +273,27 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
         return self.max_model_events is None or state.model_events < self.max_model_events
 
     def _expected(self, sample: int) -> list[int] | None:
-        """The next kept event's row as it must be written after the last event (its time1 a delta from it)."""
+        """The next kept event's row as it must be written after the last event (its time1 a delta from it), or
+        None when there is none, or when it is more beats away than ``time1`` holds (a track written again may
+        leave such a gap): the model writes an event in between first."""
         state, plan = self.states[sample], self.plans[sample]
         if state.cursor >= len(plan.kept_rows):
             return None
         key = (state.cursor, state.step)
-        row = state.expected.get(key)
-        if row is None:
+        if key not in state.expected:
             state.expected.clear()
             row = plan.kept_rows[state.cursor].tolist()
             beats = int(plan.kept_steps[state.cursor]) // STEPS_PER_BEAT - state.step // STEPS_PER_BEAT
+            if beats >= PARAMETER_SIZES["time1"]:
+                if self._budget_left(state):
+                    state.expected[key] = None
+                    return None
+                logger.warning("a kept event is %d beats after the last event and the model may write no more "
+                               "events: it is moved %d beats earlier", beats, beats - PARAMETER_SIZES["time1"] + 1)
+                beats = PARAMETER_SIZES["time1"] - 1
             row[1] = PARAMETER_OFFSETS["time1"] + beats
-            row = state.expected[key] = row
-        return row
+            state.expected[key] = row
+        return state.expected[key]
 
     # ------------------------------------------------------------------ what the model may write
     def _valid_ids(self, sample: int, prefix: list[int]) -> range | list[int] | None:

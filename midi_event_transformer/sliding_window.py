@@ -5,9 +5,11 @@ hooks only (prompt, attention mask, logits processors, stopping criteria, stream
 
 1. each call continues from the sample's last events (its *context*), left-padded by whole events when the
    samples' contexts differ in length, and runs until the longest context holds ``context_events`` events;
-2. then every context is cut back to its last ``keep_events`` events (default three quarters of the window, so
-   the model always sees between ``keep_events`` and ``context_events`` events, as in its training windows,
-   which start anywhere in a song) and the next call prefills that window and goes on;
+2. then every context is cut back to its last ``keep_events`` events (default half the window, so the model
+   always sees between ``keep_events`` and ``context_events`` events, as in its training windows, which start
+   anywhere in a song) and the next call prefills that window and goes on. Each cut costs one prefill of
+   ``keep_events`` events, shared by the ``context_events - keep_events`` events generated after it: keeping
+   half the window makes that share small next to an event step, keeping more makes it grow;
 3. a sample stops at EOS, or when a stopping criterion stops its row (its next tokens are pad), or when
    ``max_events`` events have been generated.
 
@@ -35,7 +37,7 @@ from .vocabulary import BOS_ID, EOS_ID, PAD_ID, TOKENS_PER_EVENT
 logger = logging.getLogger(__name__)
 
 #: Share of the window kept when the context is cut back (the rest is generated before the next cut).
-KEEP_FRACTION = 0.75
+KEEP_FRACTION = 0.5
 #: Default window: the training window of the embedded model (``max_events`` of ``scripts/train.py``).
 DEFAULT_CONTEXT_EVENTS = 512
 

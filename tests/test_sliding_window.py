@@ -75,7 +75,7 @@ def test_a_prompt_longer_than_the_window_is_cut_but_kept_in_the_output():
     prompt = generate_rows(tiny_model(), TOKENIZER, events=60, seed=1, progress=False)[0]
     (rows,) = generate_in_windows(model, [prompt], max_events=10, context_events=32, **SAMPLING)
     assert np.array_equal(rows[:len(prompt)], prompt) and len(rows) == len(prompt) + 10
-    assert model.prompts == [24, 24]  # its last 24 events (3/4 of the window): 8 events, then 2 more
+    assert model.prompts == [16]  # its last 16 events (half the window), then the 10 events in one call
 
 
 def test_samples_that_end_drop_out_of_the_batch():

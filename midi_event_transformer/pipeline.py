@@ -335,7 +335,10 @@ def generate_rows(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
 
     Returns:
         a list of ``num_samples`` arrays ``(n_i, 8)`` int64: the prompt's rows (BOS first) followed by the generated
-        events. When the model ends a piece (EOS), that row and the padding after it are left out.
+        events. When the model ends a piece (EOS), that row and the padding after it are left out; with
+        ``seconds`` / ``bars`` the rows end before the first event at the limit, notes cut there (the file
+        :func:`generate_midi` writes also lasts until the limit). With a track edit the prompt's rows are BOS and
+        the setup, then the whole piece.
     """
     pieces, _ = _generate(
         model, tokenizer, prompt=prompt, prompt_events=prompt_events, instruments=instruments, drum_kit=drum_kit,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from generation_helpers import grammar_problems, multitrack_song, random_model
 
-from midi_event_transformer import generate_midi
+from midi_event_transformer import DEFAULT_MODEL, generate_midi
 from midi_event_transformer.musical_time import (
     MusicalClock,
     TimeLimit,
@@ -129,3 +131,11 @@ def test_seconds_errors(model):
         generate_midi(model, TOKENIZER, seconds=0, progress=False)
     with pytest.raises(ValueError, match="not both"):
         generate_midi(model, TOKENIZER, seconds=3, bars=2, progress=False)
+
+
+@pytest.mark.skipif(not (Path(DEFAULT_MODEL) / "config.json").is_file(),
+                    reason="the embedded model (midi_event_transformer/default_model/) is not committed yet")
+def test_embedded_model_twenty_seconds():
+    (midi,) = generate_midi(instruments=["Acoustic Grand Piano"], seconds=20, seed=0, progress=False, device="cpu")
+    tempo = max((m.tempo for track in midi.tracks for m in track if m.type == "set_tempo"), default=500_000)
+    assert abs(midi.length - 20) <= tempo / 1e6

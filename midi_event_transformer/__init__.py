@@ -2,7 +2,7 @@
 
 Importing the package registers the config, model and tokenizer with transformers' Auto classes,
 so ``AutoModel.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)`` work without
-``trust_remote_code``. Heavier submodules are imported lazily on first attribute access.
+``trust_remote_code``, and the ``"midi-generation"`` task with ``transformers.pipeline``. Heavier submodules are imported lazily on first attribute access.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ _LAZY_EXPORTS: dict[str, str] = {
     "convert_skytnt_checkpoint": "convert_skytnt",
     "DataCollatorForMidiEvents": "data",
     "generate_midi": "pipeline",
+    "MidiGenerationPipeline": "pipelines",
+    "plan_track_edit": "track_editing",
+    "KeptTracksLogitsProcessor": "track_editing",
+    "TimeLimit": "musical_time",
+    "TimeLimitStoppingCriteria": "musical_time",
+    "generate_in_windows": "sliding_window",
     "MidiGrammarLogitsProcessor": "grammar",
     "DisableEventTypesLogitsProcessor": "controls",
     "DisablePatchChangeLogitsProcessor": "controls",
@@ -78,7 +84,15 @@ def _register_auto_classes() -> None:
                            exist_ok=True)
 
 
+def _register_pipeline() -> None:
+    """Make ``transformers.pipeline("midi-generation", ...)`` build a ``MidiGenerationPipeline``."""
+    from .pipelines import register_midi_generation_pipeline
+
+    register_midi_generation_pipeline()
+
+
 _register_auto_classes()
+_register_pipeline()
 
 __all__ = [
     "BOS_ID",

@@ -113,7 +113,8 @@ def _add_generate(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate", help="write new MIDI files with a model (default: the one shipped in the package)",
         description="Generate MIDI files: a new piece (optionally with instruments, drum kit, tempo, time signature "
-                    "and key) or the continuation of --prompt. Files are named generated_seed<SEED>_<i>.mid; the same "
+                    "and key), the continuation of --prompt, or --prompt with a track added (--add-track) or "
+                    "written again (--regenerate-track). Files are named generated_seed<SEED>_<i>.mid; the same "
                     "seed gives the same files.")
     parser.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID",
                         help="a model directory (ours or a SkyTNT/midi-model checkpoint) or a Hub id "
@@ -132,9 +133,21 @@ def _add_generate(subparsers) -> None:
     prompt.add_argument("--key", default=None, help="key signature, e.g. \"D minor\", \"F# major\", Bb")
     prompt.add_argument("--no-control-change", action="store_true",
                         help="forbid control change events (pedal, volume, ...)")
+    edit = parser.add_argument_group("edit a track of --prompt (the whole piece; the other tracks stay as they are)")
+    edit.add_argument("--add-track", default=None, metavar="INSTRUMENT",
+                      help="add a track: a General MIDI instrument name or program, or a drum kit name / drums")
+    edit.add_argument("--regenerate-track", type=int, default=None, metavar="N",
+                      help="write track N again (numbered as the tokenize command shows them)")
+    length = parser.add_argument_group("length")
+    length.add_argument("--seconds", type=float, default=None, metavar="S",
+                        help="stop at S seconds after the prompt (tempo changes counted); notes end there")
+    length.add_argument("--bars", type=float, default=None, metavar="B", help="stop at B bars after the prompt")
+    length.add_argument("--context-events", type=int, default=None, metavar="W",
+                        help="sliding window: the model sees at most W events (default: the training window, 512)")
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--events", type=int, default=DEFAULT_EVENTS, metavar="N",
-                          help=f"events to generate after the prompt (default {DEFAULT_EVENTS})")
+    sampling.add_argument("--events", type=int, default=None, metavar="N",
+                          help=f"events to generate after the prompt (default {DEFAULT_EVENTS}; with --seconds, "
+                               "--bars or a track edit: until the piece's end)")
     sampling.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                           help=f"default {DEFAULT_TEMPERATURE}")
     sampling.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help=f"default {DEFAULT_TOP_P}")
@@ -164,7 +177,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     from transformers.utils import logging as transformers_logging
 
-    from .pipeline import generate_rows, load_model_and_tokenizer
+    from .generation_requests import PromptOptions, SamplingOptions, generate_pieces
 
     # the optional outputs are checked before the (long) generation
     try:
@@ -187,21 +200,24 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     transformers_logging.disable_progress_bar()  # weight-loading bars; ours counts events
     try:
-        model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, dtype=args.dtype)
-        samples = generate_rows(
-            model, tokenizer, prompt=args.prompt, prompt_events=args.prompt_events, instruments=instruments,
-            drum_kit=args.drum_kit, bpm=args.bpm, time_signature=args.time_signature, key=args.key,
-            events=args.events, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=seed,
-            num_samples=args.num_samples, disable_control_change=args.no_control_change,
-            progress=not args.no_progress)
+        prompt_options = PromptOptions(
+            prompt=args.prompt, prompt_events=args.prompt_events, instruments=instruments, drum_kit=args.drum_kit,
+            bpm=args.bpm, time_signature=args.time_signature, key=args.key,
+            disable_control_change=args.no_control_change, add_track=args.add_track,
+            regenerate_track=args.regenerate_track, seconds=args.seconds, bars=args.bars)
+        sampling = SamplingOptions(events=args.events, temperature=args.temperature, top_p=args.top_p,
+                                   top_k=args.top_k, seed=seed, num_samples=args.num_samples,
+                                   context_events=args.context_events, progress=not args.no_progress)
+        samples, tokenizer = generate_pieces(args.model, None, prompt_options, sampling, device=args.device,
+                                             dtype=args.dtype)
     except (ValueError, TypeError) as error:  # InvalidMidiError is a ValueError
         raise _UsageError(_one_line(error)) from error
 
     output_dir.mkdir(parents=True, exist_ok=True)
     print(f"seed: {seed}")
-    for index, rows in enumerate(samples):
+    for index, piece in enumerate(samples):
         path = output_dir / f"generated_seed{seed}_{index}.mid"
-        tokenizer.decode_midi(rows).save(path)
+        piece.to_midi(tokenizer).save(path)
         written = [path]
         if args.piano_roll:
             written.append(draw_piano_roll(path, path.with_suffix(".png")))
@@ -210,7 +226,7 @@ def _run_generate(args: argparse.Namespace) -> int:
                 written.append(render_audio(path, path.with_suffix(".wav")))
             except AudioRenderingError as error:
                 raise _UsageError(_one_line(error)) from error
-        print(f"wrote {', '.join(str(p) for p in written)} ({len(rows) - 1} events)")
+        print(f"wrote {', '.join(str(p) for p in written)} ({piece.events} events)")
     return 0
 
 

@@ -13,8 +13,9 @@ The steps, each usable alone:
    checkpoint), a Hub id, or None for the model shipped in the package (``DEFAULT_MODEL``);
 2. :func:`build_generation_prompt` -- the prompt rows ``(n, 8)`` (the first events of a MIDI file, or BOS with
    instruments / drum kit / tempo / signatures) and the logits processors that keep the model to them;
-3. :func:`generate_rows` -- sampling with ``model.generate`` (MIDI grammar on, event-level loop), a tqdm bar
-   counting events, seeded without touching the global random state;
+3. :func:`generate_rows` -- sampling with ``model.generate`` (MIDI grammar on, event-level loop; a sliding
+   window past the context), a tqdm bar counting events, seeded without touching the global random state, with
+   ``generation_requests`` (track edits, lengths in seconds / bars);
 4. :func:`generate_midi` -- the above, then ``tokenizer.decode_midi`` on each sample.
 """
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from .vocabulary import BOS_ID, EOS_ID, PAD_ID, TOKENS_PER_EVENT
+from .vocabulary import TOKENS_PER_EVENT
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class EventProgressStreamer(BaseStreamer):
     per generated token position.
     """
 
-    def __init__(self, total_events: int, disable: bool = False, description: str = "generating") -> None:
+    def __init__(self, total_events: int | None, disable: bool = False, description: str = "generating") -> None:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total_events, desc=description, unit="event", disable=disable, dynamic_ncols=True)
@@ -298,88 +299,66 @@ def _check_sampling(events: int, temperature: float, top_p: float, top_k: int, s
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
-def _rows_of_sample(sequence: torch.Tensor, prompt_events: int) -> np.ndarray:
-    """(n, 8) rows of one flat generated sequence: up to (not including) the first EOS row after the prompt."""
-    ids = sequence.cpu().numpy()
-    if len(ids) % TOKENS_PER_EVENT:
-        ids = np.concatenate([ids, np.full(TOKENS_PER_EVENT - len(ids) % TOKENS_PER_EVENT, PAD_ID, dtype=ids.dtype)])
-    rows = ids.reshape(-1, TOKENS_PER_EVENT).astype(np.int64)
-    ends = np.flatnonzero(rows[prompt_events:, 0] == EOS_ID)
-    if len(ends):
-        rows = rows[:prompt_events + ends[0]]
-    return rows
-
-
 def _generate(model: Any = None, tokenizer: Any = None, *, prompt: Any = None, prompt_events: int | None = None,
               instruments: Sequence[str | int] | str | None = None, drum_kit: str | int | None = None,
               bpm: float | None = None, time_signature: str | tuple[int, int] | None = None,
-              key: str | tuple[int, int] | None = None, events: int = DEFAULT_EVENTS,
+              key: str | tuple[int, int] | None = None, events: int | None = None,
               temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P, top_k: int = DEFAULT_TOP_K,
               seed: int | None = None, num_samples: int = 1, disable_control_change: bool = False,
               device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-              progress: bool = True) -> tuple[list[np.ndarray], Any]:
-    """:func:`generate_rows`, and the tokenizer that decodes them."""
-    _check_sampling(events, temperature, top_p, top_k, seed, num_samples)
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be a bool, not {type(progress).__name__}")
-    # arguments first (quick), then the model (slow), then a prompt file (needs the model's tokenizer)
-    request = dict(prompt=prompt, prompt_events=prompt_events, instruments=instruments, drum_kit=drum_kit, bpm=bpm,
-                   time_signature=time_signature, key=key, disable_control_change=disable_control_change)
-    if prompt is None:
-        rows, processors = build_generation_prompt(None, **request)
-    else:
-        _check_prompt_alone(instruments=instruments, drum_kit=drum_kit, bpm=bpm, time_signature=time_signature,
-                            key=key)
-        _check_int("prompt_events", prompt_events, 1, allow_none=True)
-    model, tokenizer = load_model_and_tokenizer(model, tokenizer, device=device, dtype=dtype)
-    if prompt is not None:
-        rows, processors = build_generation_prompt(tokenizer, **request)
+              progress: bool = True, add_track: str | int | None = None, regenerate_track: int | None = None,
+              seconds: float | None = None, bars: float | None = None,
+              context_events: int | None = None) -> tuple[list, Any]:
+    """The generated pieces (``generation_requests.GeneratedPiece``) and the tokenizer that decodes them."""
+    from .generation_requests import PromptOptions, SamplingOptions, generate_pieces
 
-    input_ids = torch.as_tensor(rows, device=model.device).reshape(1, -1).repeat(num_samples, 1)  # (S, n * 8)
-    streamer = EventProgressStreamer(events, disable=not progress)
-    generate_kwargs = dict(
-        attention_mask=torch.ones_like(input_ids), max_new_tokens=events * TOKENS_PER_EVENT, do_sample=True,
-        temperature=float(temperature), top_p=float(top_p), top_k=int(top_k), logits_processor=processors,
-        streamer=streamer, pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID)
-    if seed is None:
-        sequences = model.generate(input_ids, **generate_kwargs)
-    else:  # seeded on a forked random state: same seed, same files; the caller's random state is untouched
-        cuda_devices = [model.device.index or 0] if model.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(int(seed))
-            sequences = model.generate(input_ids, **generate_kwargs)
-    return [_rows_of_sample(sequence, len(rows)) for sequence in sequences], tokenizer
+    prompt_options = PromptOptions(
+        prompt=prompt, prompt_events=prompt_events, instruments=instruments, drum_kit=drum_kit, bpm=bpm,
+        time_signature=time_signature, key=key, disable_control_change=disable_control_change, add_track=add_track,
+        regenerate_track=regenerate_track, seconds=seconds, bars=bars)
+    sampling = SamplingOptions(events=events, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                               num_samples=num_samples, context_events=context_events, progress=progress)
+    return generate_pieces(model, tokenizer, prompt_options, sampling, device=device, dtype=dtype)
 
 
 def generate_rows(model: Any = None, tokenizer: Any = None, *, prompt: Any = None, prompt_events: int | None = None,
                   instruments: Sequence[str | int] | str | None = None, drum_kit: str | int | None = None,
                   bpm: float | None = None, time_signature: str | tuple[int, int] | None = None,
-                  key: str | tuple[int, int] | None = None, events: int = DEFAULT_EVENTS,
+                  key: str | tuple[int, int] | None = None, events: int | None = None,
                   temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P, top_k: int = DEFAULT_TOP_K,
                   seed: int | None = None, num_samples: int = 1, disable_control_change: bool = False,
                   device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                  progress: bool = True) -> list[np.ndarray]:
+                  progress: bool = True, add_track: str | int | None = None, regenerate_track: int | None = None,
+                  seconds: float | None = None, bars: float | None = None,
+                  context_events: int | None = None) -> list[np.ndarray]:
     """:func:`generate_midi` before decoding: the event rows of each sample (same arguments).
 
     Returns:
         a list of ``num_samples`` arrays ``(n_i, 8)`` int64: the prompt's rows (BOS first) followed by the generated
-        events. When the model ends a piece (EOS), that row and the padding after it are left out.
+        events. When the model ends a piece (EOS), that row and the padding after it are left out; with
+        ``seconds`` / ``bars`` the rows end before the first event at the limit, notes cut there (the file
+        :func:`generate_midi` writes also lasts until the limit). With a track edit the prompt's rows are BOS and
+        the setup, then the whole piece.
     """
-    return _generate(
+    pieces, _ = _generate(
         model, tokenizer, prompt=prompt, prompt_events=prompt_events, instruments=instruments, drum_kit=drum_kit,
         bpm=bpm, time_signature=time_signature, key=key, events=events, temperature=temperature, top_p=top_p,
         top_k=top_k, seed=seed, num_samples=num_samples, disable_control_change=disable_control_change,
-        device=device, dtype=dtype, progress=progress)[0]
+        device=device, dtype=dtype, progress=progress, add_track=add_track, regenerate_track=regenerate_track,
+        seconds=seconds, bars=bars, context_events=context_events)
+    return [piece.rows for piece in pieces]
 
 
 def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = None, prompt_events: int | None = None,
                   instruments: Sequence[str | int] | str | None = None, drum_kit: str | int | None = None,
                   bpm: float | None = None, time_signature: str | tuple[int, int] | None = None,
-                  key: str | tuple[int, int] | None = None, events: int = DEFAULT_EVENTS,
+                  key: str | tuple[int, int] | None = None, events: int | None = None,
                   temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P, top_k: int = DEFAULT_TOP_K,
                   seed: int | None = None, num_samples: int = 1, disable_control_change: bool = False,
                   device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                  progress: bool = True) -> list:
+                  progress: bool = True, add_track: str | int | None = None, regenerate_track: int | None = None,
+                  seconds: float | None = None, bars: float | None = None,
+                  context_events: int | None = None) -> list:
     """Generate MIDI files: load the model, build the prompt, sample, decode.
 
     Args:
@@ -395,29 +374,42 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
         bpm: tempo of a new piece (1..383).
         time_signature: ``"3/4"`` or ``(3, 4)``.
         key: ``"D minor"``, ``"F#"``, ``"Bb major"`` or ``(sf, mi)``.
-        events: events to generate after the prompt (fewer if the model ends the piece).
+        events: events to generate after the prompt (fewer if the model ends the piece); default 512, or no limit
+            but the length with ``seconds`` / ``bars``; with a track edit, the events the model may write.
         temperature, top_p, top_k: sampling settings (``top_k=0``: no top-k filter).
         seed: the same seed (with the same arguments, model and device) gives the same files; None is random.
         num_samples: pieces generated at once (one batch).
         disable_control_change: forbid control change events (pedal, volume, ...).
         device, dtype: where and in which precision to run (see :func:`load_model_and_tokenizer`).
         progress: show a tqdm bar of generated events and events per second.
+        add_track: add a track to ``prompt`` (the whole piece): an instrument name or program, a drum kit name or
+            ``"drums"``. The kept tracks are reproduced exactly and the model writes the new track between their
+            events (constrained decoding, see ``track_editing``); the piece ends where the prompt ends.
+        regenerate_track: write the prompt's track of this number (as ``midi-event-transformer tokenize`` shows
+            it) again, on its channel and program, the other tracks kept.
+        seconds, bars: stop at the first event at or past this length from the prompt's end (from the start with a
+            track edit), tempo and time-signature changes counted; notes still sounding end there, and so does the
+            file.
+        context_events: the sliding window: no ``model.generate`` call sees more events (default: the training
+            window, 512); longer pieces go on from the last events (``sliding_window``).
 
     Returns:
         a list of ``num_samples`` ``mido.MidiFile`` (type 1, 480 ticks per beat), prompt included.
 
     Raises:
         ValueError: unknown instrument / drum kit / key names, a bad time signature or bpm, a prompt combined with
-            those options, a directory that is not a model, bad sampling values.
+            those options, a directory that is not a model, bad sampling values, a track edit without a prompt or
+            with ``prompt_events``, an unknown track or one without notes.
         InvalidMidiError: a prompt that is not a readable MIDI file (a ValueError too).
         TypeError: arguments of the wrong type.
     """
-    samples, tokenizer = _generate(
+    pieces, tokenizer = _generate(
         model, tokenizer, prompt=prompt, prompt_events=prompt_events, instruments=instruments, drum_kit=drum_kit,
         bpm=bpm, time_signature=time_signature, key=key, events=events, temperature=temperature, top_p=top_p,
         top_k=top_k, seed=seed, num_samples=num_samples, disable_control_change=disable_control_change,
-        device=device, dtype=dtype, progress=progress)
-    return [tokenizer.decode_midi(rows) for rows in samples]
+        device=device, dtype=dtype, progress=progress, add_track=add_track, regenerate_track=regenerate_track,
+        seconds=seconds, bars=bars, context_events=context_events)
+    return [piece.to_midi(tokenizer) for piece in pieces]
 
 
 __all__ = [

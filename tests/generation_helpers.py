@@ -103,3 +103,42 @@ def reloaded(midi_or_path) -> mido.MidiFile:
 
     data = Path(midi_or_path).read_bytes() if isinstance(midi_or_path, (str, Path)) else midi_bytes(midi_or_path)
     return mido.MidiFile(file=io.BytesIO(data))
+
+
+def multitrack_song(bars: int = 6, bpm: int = 100) -> mido.MidiFile:
+    """A 4/4 piece of ``bars`` bars in three tracks: a piano melody (channel 1), a bass (channel 2, a program
+    change halfway) and drums (channel 10), with a tempo change and a sustain pedal."""
+    midi = mido.MidiFile(type=1, ticks_per_beat=480)
+    midi.tracks.append(mido.MidiTrack([
+        mido.MetaMessage("time_signature", numerator=4, denominator=4),
+        mido.MetaMessage("key_signature", key="G"),
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)),
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm + 20), time=480 * 4 * (bars // 2))]))
+    for channel, program, pitches, step in ((0, 0, [67, 71, 74, 72, 69, 66], 240), (1, 33, [43, 38], 960),
+                                            (9, 0, [36, 42, 38, 42], 480)):
+        track = mido.MidiTrack([mido.Message("program_change", channel=channel, program=program)])
+        if channel == 0:
+            track.append(mido.Message("control_change", channel=0, control=64, value=100))
+        for index in range(bars * 4 * 480 // step):
+            if channel == 1 and index == bars * 4 * 480 // step // 2:
+                track.append(mido.Message("program_change", channel=1, program=34))
+            pitch = pitches[index % len(pitches)]
+            track.append(mido.Message("note_on", channel=channel, note=pitch, velocity=70 + index % 20, time=0))
+            track.append(mido.Message("note_off", channel=channel, note=pitch, velocity=0, time=step))
+        midi.tracks.append(track)
+    return midi
+
+
+def notes_by_track(midi) -> dict[int, list[tuple]]:
+    """Track index -> sorted (start in beats, channel, pitch, velocity, duration in beats) of its notes."""
+    from fractions import Fraction
+
+    from midi_event_transformer.note_list import read_notes
+
+    notes = read_notes(midi)
+    beat = notes.ticks_per_beat
+    tracks: dict[int, list[tuple]] = {}
+    for note in notes.notes:
+        tracks.setdefault(note.track, []).append(
+            (Fraction(note.start, beat), note.channel, note.pitch, note.velocity, Fraction(note.end - note.start, beat)))
+    return {track: sorted(values) for track, values in tracks.items()}

@@ -1,0 +1,133 @@
+"""``transformers.pipeline("midi-generation")``: MIDI files from a model, with ``generate_midi``'s keywords.
+
+Importing ``midi_event_transformer`` registers the task in transformers' pipeline registry
+(``transformers.pipelines.PIPELINE_REGISTRY.register_pipeline``), so no remote pipeline code is needed; the model
+may be the embedded one (the task's default), a saved folder, a Hub id (``trust_remote_code=True`` loads its
+code) or a loaded model::
+
+    >>> import midi_event_transformer
+    >>> from transformers import pipeline
+    >>> pipe = pipeline("midi-generation", model=midi_event_transformer.DEFAULT_MODEL)
+    >>> pipe("song.mid", events=256, seed=0)[0]["midi"].save("continued.mid")
+    >>> pipe(None, instruments=["Acoustic Grand Piano", "Violin"], seconds=30, num_samples=2)
+    >>> pipe(["a.mid", "b.mid"], add_track="Violin", batch_size=2)   # one list of samples per prompt
+
+The input is a prompt (a MIDI path, bytes, file object, ``mido.MidiFile`` or encoded rows) or None for a new
+piece; the keywords are those of ``generate_midi`` (``events``, ``seconds``, ``bars``, ``add_track``,
+``regenerate_track``, ``instruments``, ``seed``, ``num_samples``, ...). Each input gives a list of
+``{"midi": mido.MidiFile, "events": n}``, one per sample, ``n`` the events of the piece after BOS (prompt
+included). For the same input, keywords and seed, the files equal ``generate_midi``'s. A list of inputs with
+``batch_size=k`` samples k prompts in one batch (seeded once for the batch, so its files differ from one prompt
+at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import AutoModelForCausalLM, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .generation_requests import (
+    GeneratedPiece,
+    PreparedPrompt,
+    PromptOptions,
+    SamplingOptions,
+    generate_prepared,
+    prepare_prompt,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The task name under which the pipeline is registered.
+MIDI_GENERATION_TASK = "midi-generation"
+_PROMPT_KEYWORDS = ("prompt_events", "instruments", "drum_kit", "bpm", "time_signature", "key",
+                    "disable_control_change", "add_track", "regenerate_track", "seconds", "bars")
+_SAMPLING_KEYWORDS = ("events", "temperature", "top_p", "top_k", "seed", "num_samples", "context_events",
+                      "progress")
+
+
+@dataclass
+class _PromptPieces:
+    """The samples of one prompt (kept whole when transformers splits a batch's outputs prompt by prompt)."""
+
+    pieces: list[GeneratedPiece]
+
+
+def _tokenizer_for(model: Any) -> Any:
+    """The tokenizer saved with ``model`` (its ``name_or_path``), else a default one."""
+    from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+
+    location = getattr(model, "name_or_path", None)
+    if location:
+        try:
+            return MidiEventTransformerTokenizer.from_pretrained(location)
+        except (OSError, ValueError) as error:
+            logger.info("no tokenizer with %s (%s); using the default tokenizer", location, error)
+    return MidiEventTransformerTokenizer()
+
+
+class MidiGenerationPipeline(Pipeline):
+    """Generate MIDI files: ``pipe(prompt_or_None, **generate_midi_keywords)`` (see the module docstring).
+
+    Args:
+        model: a ``MidiEventTransformerForCausalLM`` (``pipeline()`` loads it from a folder or Hub id).
+        tokenizer: a ``MidiEventTransformerTokenizer``; None: the one saved with the model, else a default one.
+        Other arguments: as ``transformers.Pipeline`` (``device``, ``batch_size``); keywords of ``generate_midi``
+        given here become the defaults of every call.
+    """
+
+    _load_tokenizer = None  # load the model's tokenizer when it has one (a reference checkpoint has none)
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+
+    def __init__(self, model: Any, tokenizer: Any = None, **kwargs: Any) -> None:
+        super().__init__(model, tokenizer if tokenizer is not None else _tokenizer_for(model), **kwargs)
+
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
+        unknown = sorted(set(kwargs) - set(_PROMPT_KEYWORDS) - set(_SAMPLING_KEYWORDS))
+        if unknown:
+            raise TypeError(f"unknown keyword argument(s) {', '.join(unknown)} for the midi-generation pipeline "
+                            f"(it takes generate_midi's: {', '.join(_PROMPT_KEYWORDS + _SAMPLING_KEYWORDS)})")
+        prompt = {name: kwargs[name] for name in _PROMPT_KEYWORDS if name in kwargs}
+        sampling = {name: kwargs[name] for name in _SAMPLING_KEYWORDS if name in kwargs}
+        return prompt, sampling, {}
+
+    def __call__(self, inputs: Any = None, **kwargs: Any) -> list:
+        """One prompt (or None) -> a list of ``{"midi", "events"}`` per sample; a list of them -> a list of lists."""
+        return super().__call__(inputs, **kwargs)
+
+    def preprocess(self, inputs: Any, **prompt_options: Any) -> dict[str, PreparedPrompt]:
+        return {"prepared": prepare_prompt(self.tokenizer, PromptOptions(prompt=inputs, **prompt_options))}
+
+    def _forward(self, model_inputs: dict[str, Any], **sampling_options: Any) -> dict[str, list[_PromptPieces]]:
+        prepared = model_inputs["prepared"]
+        prompts = prepared if isinstance(prepared, list) else [prepared]  # a list when transformers batched them
+        sampling = SamplingOptions(**sampling_options)
+        pieces = generate_prepared(self.model, prompts, sampling)
+        per_prompt = sampling.num_samples
+        return {"pieces": [_PromptPieces(pieces[i:i + per_prompt]) for i in range(0, len(pieces), per_prompt)]}
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        result = model_outputs["pieces"]
+        result = result[0] if isinstance(result, list) else result  # a single call keeps its batch of one
+        return [{"midi": piece.to_midi(self.tokenizer), "events": piece.events} for piece in result.pieces]
+
+
+def register_midi_generation_pipeline() -> None:
+    """Register ``"midi-generation"`` (:class:`MidiGenerationPipeline`, the embedded model as its default) with
+    transformers' pipeline registry; nothing happens when it is already registered."""
+    from . import DEFAULT_MODEL
+
+    if MIDI_GENERATION_TASK in PIPELINE_REGISTRY.get_supported_tasks():
+        _, task, _ = PIPELINE_REGISTRY.check_task(MIDI_GENERATION_TASK)
+        if task["impl"] is MidiGenerationPipeline:
+            return
+    PIPELINE_REGISTRY.register_pipeline(MIDI_GENERATION_TASK, pipeline_class=MidiGenerationPipeline,
+                                        pt_model=AutoModelForCausalLM, default={"model": (DEFAULT_MODEL, None)})
+
+
+__all__ = ["MIDI_GENERATION_TASK", "MidiGenerationPipeline", "register_midi_generation_pipeline"]

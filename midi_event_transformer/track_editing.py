@@ -1,0 +1,433 @@
+"""Add a track to a piece, or write one of its tracks again, by constrained decoding.
+
+:func:`plan_track_edit` encodes the request on a prompt's rows (the tokenizer's encoding: 16 steps a beat, tracks
+numbered as ``midi-event-transformer tokenize`` shows them): the *kept* events (every event of the other tracks,
+and of track 0), the new track's number, channel and program, and a short generation prompt (BOS, the piece's
+setup events at time 0, the new track's own setup). Decoding then goes through the whole piece again, event by
+event, with :class:`KeptTracksLogitsProcessor` and :class:`KeptTracksStoppingCriteria`:
+
+* every kept event is written exactly as encoded (same start step, track, channel and parameters; only its
+  ``time1`` token, a delta from the row before, follows the rows around it), so the kept tracks decode to what an
+  encode / decode round trip of the prompt gives;
+* the model writes only the new track's events (notes and, unless forbidden, control changes, on its channel),
+  interleaved in time with the kept ones. Before each event the next kept event *K* is due, and the model's
+  proposal decides, token by token, which comes first. A model event is valid if it is on the new track and
+  starts at or before *K* (ties go to the model). As long as the proposal's tokens equal *K*'s, it may still
+  become *K*; the probability the model gives to any token that cannot start a valid event (an event after
+  *K*, on another track, of another type, EOS) goes to *K*'s token, so "the model's next event would start after
+  the next kept event" places *K* first, and the model goes on from there. Once the proposal differs from *K*
+  by a valid token it is the model's event, and its later tokens are drawn again among the valid ones
+  (rejection and redraw: the model's distribution restricted to events that start at or before *K*);
+* the piece ends after the last kept event (the prompt's end), or at a ``seconds`` / ``bars`` limit inside the
+  prompt (the kept events before it, then the model until the limit).
+
+The probabilities are those after ``temperature`` (the processor runs before transformers' temperature warper
+and hands it scores that the warper turns back into the redistributed distribution); top-k and top-p filter
+after. Any batch of samples (each with its own plan) and the calls of ``sliding_window.generate_in_windows``
+work: the state (next kept event, time, model events written) is kept per sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor, StoppingCriteria
+
+from .general_midi import DRUM_CHANNEL, drum_kit_program, instrument_program
+from .musical_time import STEPS_PER_BEAT, TimeLimit, cut_at_time_limit, event_step
+from .prompts import MELODIC_CHANNELS, event_row
+from .sliding_window import WindowedEventReader
+from .vocabulary import (
+    BOS_ID,
+    EOS_ID,
+    EVENT_PARAMETERS,
+    EVENT_TYPE_IDS,
+    PARAMETER_OFFSETS,
+    PARAMETER_SIZES,
+    TOKENS_PER_EVENT,
+)
+
+logger = logging.getLogger(__name__)
+
+_NOTE, _PATCH, _CONTROL, _KEY = (EVENT_TYPE_IDS[name] for name in ("note", "patch_change", "control_change",
+                                                                    "key_signature"))
+_TRACK_SLOT, _CHANNEL_SLOT = 3, 4  # every event type has time1, time2, track first; channel next when it has one
+assert all(parameters[2] == "track" for parameters in EVENT_PARAMETERS.values())
+_EVENT_IDS = frozenset(EVENT_TYPE_IDS.values())
+#: Words that ask :func:`plan_track_edit` for a drum track (the Standard kit) besides the drum kit names.
+DRUM_TRACK_NAMES = ("drums", "drum kit", "percussion")
+
+
+def _value(row: Sequence[int], slot: int, parameter: str) -> int:
+    return int(row[slot]) - PARAMETER_OFFSETS[parameter]
+
+
+@dataclass
+class TrackEditPlan:
+    """What :class:`KeptTracksLogitsProcessor` needs for one prompt (see :func:`plan_track_edit`).
+
+    Attributes:
+        prompt_rows: ``(n, 8)`` the generation prompt: BOS, the setup events at time 0, the new track's setup.
+        kept_rows: ``(m, 8)`` the kept events after the setup, in order (their ``time1`` as encoded).
+        kept_steps: ``(m,)`` the start step of each kept event.
+        track, channel, program: the track the model writes, its MIDI channel (0-based) and program.
+        end_step: the step of a ``seconds`` / ``bars`` limit inside the prompt (the model may write until
+            there), or None: the piece ends with its last kept event.
+    """
+
+    prompt_rows: np.ndarray
+    kept_rows: np.ndarray
+    kept_steps: np.ndarray
+    track: int
+    channel: int
+    program: int
+    end_step: int | None = None
+
+
+def _steps(rows: np.ndarray) -> np.ndarray:
+    steps = np.zeros(len(rows), dtype=np.int64)
+    step = 0
+    for index, row in enumerate(rows.tolist()):
+        if row[0] in _EVENT_IDS:
+            step = event_step(step, row)
+        steps[index] = step
+    return steps
+
+
+def _new_track_instrument(add_track: Any) -> tuple[int, bool]:
+    """(program, is_drum_kit) of an ``add_track`` value: an instrument name or number, or a drum kit name."""
+    if isinstance(add_track, str) and not add_track.strip().isdigit():
+        if " ".join(add_track.lower().split()) in DRUM_TRACK_NAMES:
+            return 0, True
+        try:
+            return drum_kit_program(add_track), True
+        except ValueError:  # not a drum kit: an instrument (or an unknown name, reported as an instrument)
+            pass
+    return instrument_program(add_track), False
+
+
+def _tracks_with_notes(rows: np.ndarray) -> list[int]:
+    return sorted({_value(row, _TRACK_SLOT, "track") for row in rows.tolist() if row[0] == _NOTE})
+
+
+def plan_track_edit(rows: Any, *, add_track: str | int | None = None, regenerate_track: int | None = None,
+                    limit: TimeLimit | None = None) -> TrackEditPlan:
+    """Plan adding a track (``add_track``) or writing one again (``regenerate_track``) on a prompt's rows.
+
+    Args:
+        rows: the whole prompt, ``(n, 8)`` as ``tokenizer.encode_midi`` gives it (BOS first; an EOS row ends it).
+        add_track: the new track's instrument: a General MIDI name or program number 0-127, or a drum kit name
+            (``"Standard"``, ``"Jazz kit"``, ...) or ``"drums"`` for a drum track on channel 10. It gets the next
+            track number and a channel no other track uses.
+        regenerate_track: the number of a track with notes (as ``midi-event-transformer tokenize`` shows it): its
+            events after the setup are left out and the model writes the track again, on its channel and program.
+        limit: end the piece at this length (from its start) when that comes before the prompt's end.
+
+    Returns:
+        a [`TrackEditPlan`].
+
+    Raises:
+        ValueError: neither or both of ``add_track`` / ``regenerate_track``, an unknown instrument or track, a
+            track without notes, no free channel or track number left, a prompt without notes.
+        TypeError: arguments of the wrong type.
+    """
+    if (add_track is None) == (regenerate_track is None):
+        raise ValueError("give add_track or regenerate_track (exactly one)")
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 2 or rows.shape[1] != TOKENS_PER_EVENT or not len(rows) or rows[0, 0] != BOS_ID:
+        raise ValueError(f"rows must be (n_events, {TOKENS_PER_EVENT}) starting with BOS, got shape {rows.shape}")
+    eos = np.flatnonzero(rows[:, 0] == EOS_ID)
+    rows = rows[:eos[0]] if len(eos) else rows
+    with_notes = _tracks_with_notes(rows)
+    if not with_notes:
+        raise ValueError("the prompt has no notes: there is no piece to add a track to")
+    steps = _steps(rows)
+    setup_end = 1  # BOS, then the setup events: everything at time 0 before the first note
+    while setup_end < len(rows) and rows[setup_end, 0] != _NOTE and steps[setup_end] == 0:
+        setup_end += 1
+    end_step = None
+    if limit is not None:
+        cut, end_step = cut_at_time_limit(rows, setup_end, limit)
+        rows, steps = cut, steps[:len(cut)]
+    setup, body, body_steps = rows[:setup_end], rows[setup_end:], steps[setup_end:]
+    tracks = {_value(row, _TRACK_SLOT, "track") for row in rows[1:].tolist() if row[0] in _EVENT_IDS}
+
+    if regenerate_track is not None:
+        if isinstance(regenerate_track, bool) or not isinstance(regenerate_track, (int, np.integer)):
+            raise TypeError(f"regenerate_track must be a track number (int), not {type(regenerate_track).__name__}")
+        track = int(regenerate_track)
+        listing = f"tracks with notes: {', '.join(map(str, with_notes))}"
+        if track not in tracks:
+            raise ValueError(f"regenerate_track={track}: the prompt has no track {track} ({listing})")
+        if track not in with_notes:
+            raise ValueError(f"regenerate_track={track}: track {track} has no notes ({listing})")
+        own = [row for row in rows.tolist() if row[0] in (_NOTE, _PATCH, _CONTROL)
+               and _value(row, _TRACK_SLOT, "track") == track]
+        channel = next(_value(row, _CHANNEL_SLOT, "channel") for row in own if row[0] == _NOTE)
+        program = next((_value(row, 5, "patch") for row in own
+                        if row[0] == _PATCH and _value(row, _CHANNEL_SLOT, "channel") == channel), 0)
+        keep = np.array([_value(row, _TRACK_SLOT, "track") != track for row in body.tolist()], dtype=bool)
+        body, body_steps = body[keep], body_steps[keep]
+        prompt_rows = setup  # its own setup (instrument, key) stays
+    else:
+        program, drums = _new_track_instrument(add_track)
+        track = max(tracks) + 1
+        if track >= PARAMETER_SIZES["track"]:
+            raise ValueError(f"the prompt already uses the last track number ({PARAMETER_SIZES['track'] - 1})")
+        used = {_value(row, _CHANNEL_SLOT, "channel") for row in rows[1:].tolist()
+                if row[0] in (_NOTE, _PATCH, _CONTROL)}
+        if drums:
+            if DRUM_CHANNEL in used:
+                raise ValueError("the prompt already has a drum track (channel 10); regenerate it with "
+                                 "regenerate_track instead")
+            channel = DRUM_CHANNEL
+        else:
+            free = [c for c in MELODIC_CHANNELS if c not in used]
+            if not free:
+                raise ValueError("every melodic MIDI channel is taken by the prompt's tracks; regenerate one of "
+                                 "them with regenerate_track instead")
+            channel = free[0]
+        at_start = {"time1": 0, "time2": 0, "track": track}
+        new_setup = []
+        key = next((row for row in setup.tolist() if row[0] == _KEY), None)  # as the tokenizer: a key per track
+        if key is not None:
+            sf = 7 if drums else _value(key, 4, "sf")
+            new_setup.append(event_row("key_signature", **at_start, sf=sf, mi=_value(key, 5, "mi")))
+        new_setup.append(event_row("patch_change", **at_start, channel=channel, patch=program))
+        prompt_rows = np.concatenate([setup, np.stack(new_setup)])
+    return TrackEditPlan(prompt_rows=prompt_rows.copy(), kept_rows=body.copy(), kept_steps=body_steps.copy(),
+                         track=track, channel=channel, program=program, end_step=end_step)
+
+
+@dataclass
+class _SampleState:
+    step: int = 0  # start of the last event written
+    cursor: int = 0  # index of the next kept event
+    model_events: int = 0
+    finished: bool = False
+    expected: dict = field(default_factory=dict)  # (cursor, step) -> the next kept event's row after `step`
+
+
+class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
+    r"""Constrained decoding of a track edit: kept events reproduced, the model writes the new track's events.
+
+    Args:
+        plans (list of [`TrackEditPlan`]): one per sample (batch row, or sample of a sliding window).
+        max_model_events (`int`, *optional*): events the model may write per sample; after that only the kept
+            events are written. None: no limit.
+        allow_control_change (`bool`, defaults to `True`): the model may write control changes on its track.
+        temperature (`float`, defaults to 1.0): the sampling temperature (the decision between the model's event
+            and the kept one is taken on the tempered probabilities; see the module docstring).
+
+    Call: ``processor(input_ids, scores)`` with ``input_ids`` (batch, length) and ``scores`` (batch, vocab);
+    ``compact_call(input_ids, scores, offset)`` on a column window (``scores[:, j]`` is id ``offset + j``).
+    """
+
+    def __init__(self, plans: Sequence[TrackEditPlan], max_model_events: int | None = None,
+                 allow_control_change: bool = True, temperature: float = 1.0) -> None:
+        if not plans or not all(isinstance(plan, TrackEditPlan) for plan in plans):
+            raise TypeError("plans must be a non-empty list of TrackEditPlan")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        WindowedEventReader.__init__(self)
+        self.plans = list(plans)
+        self.max_model_events = max_model_events
+        self.temperature = float(temperature)
+        self.model_types = [_NOTE, _CONTROL] if allow_control_change else [_NOTE]
+        self.states = []
+        for plan in self.plans:
+            prompt_steps = _steps(plan.prompt_rows)
+            self.states.append(_SampleState(step=int(prompt_steps[-1]) if len(prompt_steps) else 0))
+
+    # ------------------------------------------------------------------ state
+    def sync(self, input_ids: torch.Tensor) -> None:
+        """Read the events completed since the last call (kept ones move the cursor, the model's are counted)."""
+        for _, sample, events in self.new_events(input_ids):
+            state, plan = self.states[sample], self.plans[sample]
+            for row in events:
+                if row[0] == EOS_ID:
+                    state.finished = True
+                if row[0] not in _EVENT_IDS or state.finished:
+                    continue
+                state.step = event_step(state.step, row)
+                if _value(row, _TRACK_SLOT, "track") == plan.track:
+                    state.model_events += 1
+                else:
+                    state.cursor += 1
+
+    def done(self, sample: int) -> bool:
+        """Whether sample ``sample`` is complete: its kept events are written and the model may not go on."""
+        state, plan = self.states[sample], self.plans[sample]
+        if state.finished:
+            return True
+        if state.cursor < len(plan.kept_rows):
+            return False
+        return plan.end_step is None or not self._budget_left(state)
+
+    def _budget_left(self, state: _SampleState) -> bool:
+        return self.max_model_events is None or state.model_events < self.max_model_events
+
+    def _expected(self, sample: int) -> list[int] | None:
+        """The next kept event's row as it must be written after the last event (its time1 a delta from it), or
+        None when there is none, or when it is more beats away than ``time1`` holds (a track written again may
+        leave such a gap): the model writes an event in between first."""
+        state, plan = self.states[sample], self.plans[sample]
+        if state.cursor >= len(plan.kept_rows):
+            return None
+        key = (state.cursor, state.step)
+        if key not in state.expected:
+            state.expected.clear()
+            row = plan.kept_rows[state.cursor].tolist()
+            beats = int(plan.kept_steps[state.cursor]) // STEPS_PER_BEAT - state.step // STEPS_PER_BEAT
+            if beats >= PARAMETER_SIZES["time1"]:
+                if self._budget_left(state):
+                    state.expected[key] = None
+                    return None
+                logger.warning("a kept event is %d beats after the last event and the model may write no more "
+                               "events: it is moved %d beats earlier", beats, beats - PARAMETER_SIZES["time1"] + 1)
+                beats = PARAMETER_SIZES["time1"] - 1
+            row[1] = PARAMETER_OFFSETS["time1"] + beats
+            state.expected[key] = row
+        return state.expected[key]
+
+    # ------------------------------------------------------------------ what the model may write
+    def _valid_ids(self, sample: int, prefix: list[int]) -> range | list[int] | None:
+        """Ids at slot ``len(prefix)`` that keep the model's event valid (None: any the grammar allows)."""
+        state, plan = self.states[sample], self.plans[sample]
+        slot = len(prefix)
+        due = state.cursor < len(plan.kept_rows)
+        kept_step = int(plan.kept_steps[state.cursor]) if due else None
+        beat, sub = divmod(state.step, STEPS_PER_BEAT)
+        if slot == 0:
+            return self.model_types if due else [*self.model_types, EOS_ID]
+        if slot == 1:
+            most = PARAMETER_SIZES["time1"] - 1
+            if due:
+                most = min(most, kept_step // STEPS_PER_BEAT - beat)
+            return range(PARAMETER_OFFSETS["time1"], PARAMETER_OFFSETS["time1"] + most + 1)
+        if slot == 2:
+            beats = _value(prefix, 1, "time1")
+            low = sub if beats == 0 else 0
+            high = STEPS_PER_BEAT - 1
+            if due and beat + beats == kept_step // STEPS_PER_BEAT:
+                high = kept_step % STEPS_PER_BEAT
+            return range(PARAMETER_OFFSETS["time2"] + low, PARAMETER_OFFSETS["time2"] + high + 1)
+        if slot == _TRACK_SLOT:
+            return [PARAMETER_OFFSETS["track"] + plan.track]
+        if slot == _CHANNEL_SLOT:
+            return [PARAMETER_OFFSETS["channel"] + plan.channel]
+        return None
+
+    def _valid_prefix(self, sample: int, prefix: list[int]) -> bool:
+        for slot in range(min(len(prefix), _CHANNEL_SLOT + 1)):
+            if prefix[slot] not in self._valid_ids(sample, prefix[:slot]):
+                return False
+        return True
+
+    # ------------------------------------------------------------------ scores
+    def _row(self, scores: torch.Tensor, offset: int, sample: int, prefix: list[int]) -> torch.Tensor | None:
+        """New scores (W,) for one row, or None to leave them as they are."""
+        if self.done(sample):
+            return None
+        state = self.states[sample]
+        expected = self._expected(sample)
+        slot = len(prefix)
+        follows_kept = expected is not None and prefix == expected[:slot]
+        model_may = self._budget_left(state) and self._valid_prefix(sample, prefix)
+        valid = self._valid_ids(sample, prefix) if model_may else []
+        if not follows_kept:  # the model's event (or a row this processor does not constrain)
+            return _masked(scores, offset, valid) if valid else None
+        kept_id = expected[slot]
+        if valid is None or not valid:  # only the kept event can follow this prefix
+            return _forced(scores, offset, kept_id)
+        return _redistributed(scores, offset, valid, kept_id, self.temperature)
+
+    def _apply(self, input_ids: torch.Tensor, scores: torch.Tensor, offset: int) -> torch.Tensor:
+        self.sync(input_ids)
+        length = input_ids.shape[1]
+        begun = length - length % TOKENS_PER_EVENT
+        samples = self.samples
+        prefixes = input_ids[:, begun:].tolist()
+        rows = [(row, self._row(scores[row], offset, samples[row], prefixes[row])) for row in range(len(samples))]
+        if all(new is None for _, new in rows):
+            return scores
+        scores = scores.clone()
+        for row, new in rows:
+            if new is not None:
+                scores[row] = new
+        return scores
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self._apply(input_ids, scores, 0)
+
+    def compact_call(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, offset: int) -> torch.FloatTensor:
+        """As ``__call__`` on a window of columns: ``scores[:, j]`` is the score of id ``offset + j``."""
+        return self._apply(input_ids, scores, offset)
+
+
+def _columns(ids: range | list[int], offset: int, width: int) -> torch.Tensor:
+    columns = torch.as_tensor(list(ids), dtype=torch.long) - offset
+    if len(columns) and (int(columns.min()) < 0 or int(columns.max()) >= width):
+        raise ValueError(f"ids {ids} are outside the scored window [{offset}, {offset + width})")
+    return columns
+
+
+def _forced(scores: torch.Tensor, offset: int, token: int) -> torch.Tensor:
+    out = torch.full_like(scores, float("-inf"))
+    out[_columns([token], offset, len(scores))] = 0.0
+    return out
+
+
+def _masked(scores: torch.Tensor, offset: int, ids: range | list[int]) -> torch.Tensor:
+    columns = _columns(ids, offset, len(scores))
+    out = torch.full_like(scores, float("-inf"))
+    kept = scores[columns]
+    out[columns] = kept if bool(torch.isfinite(kept).any()) else torch.zeros_like(kept)
+    return out
+
+
+def _redistributed(scores: torch.Tensor, offset: int, ids: range | list[int], kept_id: int,
+                   temperature: float) -> torch.Tensor:
+    """Scores whose tempered distribution keeps ``ids`` and gives ``kept_id`` the mass of every other id."""
+    if not bool(torch.isfinite(scores).any()):
+        return _forced(scores, offset, kept_id)
+    probabilities = torch.softmax(scores.float() / temperature, dim=-1)
+    keep = torch.zeros_like(probabilities, dtype=torch.bool)
+    keep[_columns(ids, offset, len(scores))] = True
+    kept_column = int(_columns([kept_id], offset, len(scores))[0])
+    keep[kept_column] = True
+    new = torch.where(keep, probabilities, torch.zeros_like(probabilities))
+    new[kept_column] += (1.0 - new.sum()).clamp(min=0.0)
+    return (temperature * torch.log(new)).to(scores.dtype)
+
+
+class KeptTracksStoppingCriteria(StoppingCriteria):
+    """Stop a row when its track edit is complete (see [`KeptTracksLogitsProcessor.done`]).
+
+    Args:
+        processor (`KeptTracksLogitsProcessor`): the processor of the same ``generate`` call.
+    """
+
+    def __init__(self, processor: KeptTracksLogitsProcessor) -> None:
+        if not isinstance(processor, KeptTracksLogitsProcessor):
+            raise TypeError(f"processor must be a KeptTracksLogitsProcessor, not {type(processor).__name__}")
+        self.processor = processor
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        self.processor.sync(input_ids)
+        return torch.tensor([self.processor.done(sample) for sample in self.processor.samples],
+                            dtype=torch.bool, device=input_ids.device)
+
+
+__all__ = [
+    "DRUM_TRACK_NAMES",
+    "KeptTracksLogitsProcessor",
+    "KeptTracksStoppingCriteria",
+    "TrackEditPlan",
+    "plan_track_edit",
+]

@@ -1,0 +1,88 @@
+"""``midi-event-transformer generate --add-track / --regenerate-track / --seconds / --bars / --context-events``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from generation_helpers import (
+    midi_bytes,
+    multitrack_song,
+    notes_by_track,
+    programs,
+    reloaded,
+    save_tiny_model,
+)
+
+from midi_event_transformer import generate_midi
+from midi_event_transformer.cli import main
+from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("song") / "song.mid"
+    multitrack_song(bars=3).save(path)
+    return path
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_add_track(model_dir, song, tmp_path, capsys):
+    code, out, err = run(["generate", "--model", str(model_dir), "--prompt", str(song), "--add-track", "Violin",
+                          "--events", "10", "--seed", "2", "--output-dir", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    midi = reloaded(tmp_path / "generated_seed2_0.mid")
+    tokenizer = MidiEventTransformerTokenizer()
+    kept = notes_by_track(tokenizer.decode_midi(tokenizer.encode_midi(str(song))))
+    notes = notes_by_track(midi)
+    assert {track: notes[track] for track in kept} == kept and (2, 40) in programs(midi)
+    (expected,) = generate_midi(str(model_dir), prompt=song, add_track="Violin", events=10, seed=2, progress=False)
+    assert midi_bytes(midi) == midi_bytes(expected)
+
+
+def test_regenerate_track_and_seconds(model_dir, song, tmp_path, capsys):
+    code, out, err = run(["generate", "--model", str(model_dir), "--prompt", str(song), "--regenerate-track", "1",
+                          "--events", "10", "--seconds", "3", "--seed", "4", "--output-dir", str(tmp_path),
+                          "--no-progress"], capsys)
+    assert code == 0, err
+    midi = reloaded(tmp_path / "generated_seed4_0.mid")
+    assert abs(midi.length - 3) <= 0.6  # one beat at 100 bpm
+    assert "events)" in out
+
+
+def test_bars_and_the_window(model_dir, tmp_path, capsys):
+    code, out, err = run(["generate", "--model", str(model_dir), "--bars", "2", "--time-signature", "3/4",
+                          "--bpm", "120", "--context-events", "8", "--seed", "0", "--output-dir", str(tmp_path),
+                          "--no-progress"], capsys)
+    assert code == 0, err
+    (expected,) = generate_midi(str(model_dir), bars=2, time_signature="3/4", bpm=120, context_events=8, seed=0,
+                                progress=False)
+    assert midi_bytes(reloaded(tmp_path / "generated_seed0_0.mid")) == midi_bytes(expected)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--add-track", "Violin"], "add_track needs a prompt"),
+    (["--prompt", "SONG", "--add-track", "Violn"], "unknown instrument 'Violn'"),
+    (["--prompt", "SONG", "--regenerate-track", "9"], "the prompt has no track 9"),
+    (["--prompt", "SONG", "--add-track", "Violin", "--prompt-events", "4"], "prompt_events does not apply"),
+    (["--seconds", "-1"], "seconds must be a positive number"),
+    (["--seconds", "4", "--bars", "2"], "not both"),
+    (["--context-events", "1"], "context_events must be >= 2"),
+])
+def test_errors_are_one_line(model_dir, song, tmp_path, capsys, arguments, message):
+    arguments = [str(song) if a == "SONG" else a for a in arguments]
+    code, _, err = run(["generate", "--model", str(model_dir), "--output-dir", str(tmp_path), *arguments], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1

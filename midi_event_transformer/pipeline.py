@@ -274,6 +274,21 @@ class EventProgressStreamer(BaseStreamer):
         self.bar.close()
 
 
+class _StreamerGroup(BaseStreamer):
+    """Hands every ``put`` and ``end`` of ``generate`` to each of ``streamers``, in order."""
+
+    def __init__(self, streamers: Sequence[Any]) -> None:
+        self.streamers = list(streamers)
+
+    def put(self, value: Any) -> None:
+        for streamer in self.streamers:
+            streamer.put(value)
+
+    def end(self) -> None:
+        for streamer in self.streamers:
+            streamer.end()
+
+
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -317,11 +332,13 @@ def _generate(model: Any = None, tokenizer: Any = None, *, prompt: Any = None, p
               temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P, top_k: int = DEFAULT_TOP_K,
               seed: int | None = None, num_samples: int = 1, disable_control_change: bool = False,
               device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-              progress: bool = True) -> tuple[list[np.ndarray], Any]:
+              progress: bool = True, streamer: Any = None) -> tuple[list[np.ndarray], Any]:
     """:func:`generate_rows`, and the tokenizer that decodes them."""
     _check_sampling(events, temperature, top_p, top_k, seed, num_samples)
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, not {type(progress).__name__}")
+    if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+        raise TypeError(f"streamer must have put() and end() methods (a transformers streamer), not {type(streamer).__name__}")
     # arguments first (quick), then the model (slow), then a prompt file (needs the model's tokenizer)
     request = dict(prompt=prompt, prompt_events=prompt_events, instruments=instruments, drum_kit=drum_kit, bpm=bpm,
                    time_signature=time_signature, key=key, disable_control_change=disable_control_change)
@@ -336,7 +353,8 @@ def _generate(model: Any = None, tokenizer: Any = None, *, prompt: Any = None, p
         rows, processors = build_generation_prompt(tokenizer, **request)
 
     input_ids = torch.as_tensor(rows, device=model.device).reshape(1, -1).repeat(num_samples, 1)  # (S, n * 8)
-    streamer = EventProgressStreamer(events, disable=not progress)
+    progress_bar = EventProgressStreamer(events, disable=not progress)
+    streamer = progress_bar if streamer is None else _StreamerGroup([progress_bar, streamer])
     generate_kwargs = dict(
         attention_mask=torch.ones_like(input_ids), max_new_tokens=events * TOKENS_PER_EVENT, do_sample=True,
         temperature=float(temperature), top_p=float(top_p), top_k=int(top_k), logits_processor=processors,
@@ -358,7 +376,7 @@ def generate_rows(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
                   temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P, top_k: int = DEFAULT_TOP_K,
                   seed: int | None = None, num_samples: int = 1, disable_control_change: bool = False,
                   device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                  progress: bool = True) -> list[np.ndarray]:
+                  progress: bool = True, streamer: Any = None) -> list[np.ndarray]:
     """:func:`generate_midi` before decoding: the event rows of each sample (same arguments).
 
     Returns:
@@ -369,7 +387,7 @@ def generate_rows(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
         model, tokenizer, prompt=prompt, prompt_events=prompt_events, instruments=instruments, drum_kit=drum_kit,
         bpm=bpm, time_signature=time_signature, key=key, events=events, temperature=temperature, top_p=top_p,
         top_k=top_k, seed=seed, num_samples=num_samples, disable_control_change=disable_control_change,
-        device=device, dtype=dtype, progress=progress)[0]
+        device=device, dtype=dtype, progress=progress, streamer=streamer)[0]
 
 
 def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = None, prompt_events: int | None = None,
@@ -379,7 +397,7 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
                   temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P, top_k: int = DEFAULT_TOP_K,
                   seed: int | None = None, num_samples: int = 1, disable_control_change: bool = False,
                   device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                  progress: bool = True) -> list:
+                  progress: bool = True, streamer: Any = None) -> list:
     """Generate MIDI files: load the model, build the prompt, sample, decode.
 
     Args:
@@ -402,6 +420,9 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
         disable_control_change: forbid control change events (pedal, volume, ...).
         device, dtype: where and in which precision to run (see :func:`load_model_and_tokenizer`).
         progress: show a tqdm bar of generated events and events per second.
+        streamer: also hand the tokens to this streamer (``put`` / ``end``, as ``model.generate(streamer=...)``):
+            first the prompts ``(num_samples, prompt_length)``, then each new token ``(num_samples,)``. The
+            streamers of ``midi_event_transformer.streamers`` take one sample (``num_samples=1``).
 
     Returns:
         a list of ``num_samples`` ``mido.MidiFile`` (type 1, 480 ticks per beat), prompt included.
@@ -416,7 +437,7 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
         model, tokenizer, prompt=prompt, prompt_events=prompt_events, instruments=instruments, drum_kit=drum_kit,
         bpm=bpm, time_signature=time_signature, key=key, events=events, temperature=temperature, top_p=top_p,
         top_k=top_k, seed=seed, num_samples=num_samples, disable_control_change=disable_control_change,
-        device=device, dtype=dtype, progress=progress)
+        device=device, dtype=dtype, progress=progress, streamer=streamer)
     return [tokenizer.decode_midi(rows) for rows in samples]
 
 

@@ -131,14 +131,20 @@ class _Widgets:
         def auto(value: Any) -> Any:
             return None if value in (None, "", AUTO, NO_DRUMS) else value
 
-        seed = secrets.randbelow(2**31) if v["random_seed"] or v["seed"] is None else int(v["seed"])
-        request = AppRequest(model=v["model"] or None, events=int(v["events"]), temperature=float(v["temperature"]),
-                             top_p=float(v["top_p"]), top_k=int(v["top_k"]), seed=seed,
-                             num_samples=int(v["num_samples"]), disable_control_change=bool(v["no_control_change"]))
+        def number(name: str, kind: type = int) -> Any:
+            if v[name] is None:
+                raise ValueError(f"{name.replace('_', ' ')} is empty")
+            return kind(v[name])
+
+        seed = secrets.randbelow(2**31) if v["random_seed"] or v["seed"] is None else number("seed")
+        request = AppRequest(model=v["model"] or None, events=number("events"),
+                             temperature=number("temperature", float), top_p=number("top_p", float),
+                             top_k=number("top_k"), seed=seed, num_samples=number("num_samples"),
+                             disable_control_change=bool(v["no_control_change"]))
         if v["mode"] == "continue":
             if not v["prompt_file"]:
                 raise ValueError("upload a MIDI file to continue (or choose the New piece tab)")
-            request.prompt, request.prompt_events = v["prompt_file"], int(v["prompt_events"])
+            request.prompt, request.prompt_events = v["prompt_file"], number("prompt_events")
         else:
             request.instruments = list(v["instruments"] or [])
             request.drum_kit, request.time_signature, request.key = (
@@ -205,7 +211,7 @@ class MidiApp:
             run = generate.click(self._generate, inputs=widgets.inputs(), outputs=results.outputs(),
                                  concurrency_limit=1, concurrency_id="generate", show_progress="minimal",
                                  show_progress_on=[results.status])
-            stop.click(None, cancels=[run])
+            stop.click(lambda: _status_html("Stopped."), None, results.status, cancels=[run], queue=False)
             widgets.prompt_file.upload(self._check_upload, inputs=[widgets.prompt_file, widgets.prompt_events],
                                        outputs=[results.status])
         return blocks
@@ -287,7 +293,7 @@ class MidiApp:
             rows = prompt_from_midi(path, None, tokenizer=self.models.tokenizer())
         except (ValueError, TypeError) as error:
             return _status_html(_error_text(error), error=True)
-        kept = min(len(rows), int(prompt_events))
+        kept = min(len(rows), int(prompt_events or DEFAULT_PROMPT_EVENTS))
         return _status_html(f"{Path(path).name}: {len(rows) - 1} events; the first {kept - 1} are continued.")
 
     def _job_dir(self) -> Path:

@@ -12,6 +12,8 @@ import io
 import os
 import shutil
 import socket
+import threading
+import time
 import wave
 from pathlib import Path
 
@@ -207,7 +209,7 @@ def test_generate_streams_the_piano_roll_and_downloads_a_midi_file(page, model_d
         shutil.copyfile(screenshot, os.environ[SCREENSHOT_ENV])
 
 
-def test_a_damaged_upload_is_reported_and_the_page_still_generates(page, shared_dir, tmp_path):
+def test_bad_input_is_reported_and_the_page_still_generates(page, shared_dir, tmp_path):
     page.get_by_role("tab", name="Continue a MIDI file").click()
     page.set_input_files("#met-prompt-file input[type=file]", str(shared_dir / DAMAGED_FIXTURE))
     error = page.locator("#met-status .met-error")
@@ -219,6 +221,12 @@ def test_a_damaged_upload_is_reported_and_the_page_still_generates(page, shared_
     assert "Cannot generate: test-corrupt-file-missing-byte.mid is not a readable MIDI file" in error.inner_text()
     assert page.locator("#met-sample-0").is_hidden()
 
+    page.get_by_role("tab", name="New piece").click()  # an impossible time signature is reported too
+    choose(page, "met-time-signature", "7/3")
+    page.click("#met-generate")
+    page.locator("#met-status .met-error", has_text="denominator must be a power of two, got 3 in 7/3").wait_for()
+
+    page.get_by_role("tab", name="Continue a MIDI file").click()
     song = mido.MidiFile(type=1, ticks_per_beat=480)
     song.tracks.append(mido.MidiTrack([mido.Message("program_change", channel=0, program=73)]))
     for pitch in (60, 64, 67, 72):
@@ -253,3 +261,18 @@ def test_two_tabs_generating_at_once_both_get_their_own_files(browser, page, mod
     for path, seed in ((first, 11), (second, 12)):
         expected = generate_midi(str(model_dir), events=32, seed=seed, progress=False)[0]
         assert path.read_bytes() == midi_bytes(expected)
+
+
+def test_stop_ends_the_generation_and_the_page_goes_on(page):
+    set_number(page, "met-events", 4000)
+    page.click("#met-generate")
+    page.wait_for_function("document.querySelector('#met-status progress')?.value > 8")
+    page.click("#met-stop")
+    page.locator("#met-status", has_text="Stopped.").wait_for()
+    deadline = time.monotonic() + 10  # the worker thread (in this process) stops at its next token
+    while any(t.name == "midi-event-transformer-generate" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the generation thread is still running"
+        time.sleep(0.05)
+    set_number(page, "met-events", 8)
+    page.click("#met-generate")
+    page.locator("#met-sample-0-midi a").wait_for(timeout=RESULT_TIMEOUT_MS)

@@ -154,3 +154,28 @@ def test_write_samples_renders_audio(tmp_path):
     with wave.open(str(files.audio)) as audio:
         assert audio.getnframes() / audio.getframerate() >= midi.length
     assert files.note is None
+
+
+def test_page_values_become_a_request():
+    from dataclasses import fields
+
+    from midi_event_transformer.app import _Widgets
+
+    widgets = _Widgets(*[object() for _ in fields(_Widgets)])
+    page = dict(model="", mode="new", instruments=["Violin"], drum_kit="none", bpm=0, time_signature="auto",
+                key="D minor", prompt_file=None, prompt_events=128, events=64.0, temperature=1, top_p=0.9, top_k=20,
+                seed=7, random_seed=False, num_samples=2, no_control_change=True)
+    request = widgets.request(list(page.values()))
+    assert request == AppRequest(instruments=["Violin"], key="D minor", events=64, temperature=1.0, top_p=0.9,
+                                 top_k=20, seed=7, num_samples=2, disable_control_change=True)
+    assert isinstance(request.events, int)
+    request = widgets.request(list({**page, "bpm": 96, "drum_kit": "Jazz", "time_signature": "7/4"}.values()))
+    assert (request.bpm, request.drum_kit, request.time_signature) == (96.0, "Jazz", "7/4")
+    seeds = {widgets.request(list({**page, "random_seed": True}.values())).seed for _ in range(3)}
+    assert len(seeds) > 1 and all(0 <= seed < 2**31 for seed in seeds)
+    continued = widgets.request(list({**page, "mode": "continue", "prompt_file": "/tmp/x/song.mid"}.values()))
+    assert (continued.prompt, continued.prompt_events, continued.instruments) == ("/tmp/x/song.mid", 128, [])
+    with pytest.raises(ValueError, match="upload a MIDI file to continue"):
+        widgets.request(list({**page, "mode": "continue"}.values()))
+    with pytest.raises(ValueError, match="events is empty"):
+        widgets.request(list({**page, "events": None}.values()))

@@ -11,6 +11,7 @@ import pytest
 import torch
 from generation_helpers import save_tiny_model
 
+from midi_event_transformer import DEFAULT_MODEL
 from midi_event_transformer.cli import main
 
 torch.set_num_threads(1)
@@ -57,3 +58,14 @@ def test_app_without_gradio_says_what_to_install(model_dir, monkeypatch, capsys)
     assert main(["app", "--model", str(model_dir)]) == 2
     assert capsys.readouterr().err == ('midi-event-transformer: error: the web app needs gradio: pip install '
                                        '"midi-event-transformer[app]" (or pip install gradio)\n')
+
+
+@pytest.mark.skipif(not (Path(DEFAULT_MODEL) / "config.json").is_file(),
+                    reason="the embedded model (midi_event_transformer/default_model/) is not committed yet")
+def test_app_uses_the_embedded_model_by_default(gradio, monkeypatch):
+    from midi_event_transformer.app import MidiApp
+
+    served = []
+    monkeypatch.setattr(MidiApp, "launch", lambda self, host, port: served.append(self.models.get()[0]))
+    assert main(["app", "--device", "cpu"]) == 0
+    assert Path(served[0].name_or_path) == Path(DEFAULT_MODEL)

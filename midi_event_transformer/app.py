@@ -53,7 +53,6 @@ NO_DRUMS = "none"
 TIME_SIGNATURES = ("4/4", "3/4", "2/4", "2/2", "6/8", "9/8", "12/8", "5/4", "7/8")
 #: Job folders kept on disk (older ones are deleted when a new job starts).
 KEPT_JOBS = 8
-_MODES = ("new", "continue")
 
 _CSS = """
 #met-status .met-progress { display: flex; gap: 0.75em; align-items: center; }
@@ -266,7 +265,8 @@ class MidiApp:
     def _outputs(self, seed: Any) -> _Results:
         gr = self.gr
         status = gr.HTML(_status_html("Choose the options and press Generate."), elem_id="met-status")
-        live_roll = gr.Image(label="Piano roll, as the events come", type="filepath", interactive=False, elem_id="met-live-roll")
+        live_roll = gr.Image(label="Piano roll, as the events come", type="filepath", interactive=False,
+                             elem_id="met-live-roll")
         if self.audio_problem is not None:
             gr.Markdown(f"**No audio players here:** {self.audio_problem}", elem_id="met-audio-note")
         groups, midi_files, piano_rolls, audios, notes = [], [], [], [], []

@@ -297,6 +297,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- app
 def _add_app(subparsers) -> None:
+    from .app import DEFAULT_HOST, DEFAULT_PORT
     from .pipeline import DTYPE_NAMES
 
     parser = subparsers.add_parser(
@@ -306,8 +307,9 @@ def _add_app(subparsers) -> None:
                     'Needs gradio: pip install "midi-event-transformer[app]".')
     parser.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID",
                         help="the model the page starts with (default: the embedded model)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to serve on (default {DEFAULT_HOST}: this machine only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="default: the model's")
     parser.set_defaults(handler=_run_app)

@@ -311,12 +311,56 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- app
+def _add_app(subparsers) -> None:
+    from .app import DEFAULT_HOST, DEFAULT_PORT
+    from .pipeline import DTYPE_NAMES
+
+    parser = subparsers.add_parser(
+        "app", help="serve a local web app to generate MIDI in the browser (needs the [app] extra: gradio)",
+        description="Serve a Gradio web app on this machine: instruments, drum kit, tempo, signatures, sampling, "
+                    "continuation of an uploaded MIDI file; a live piano roll, then downloads and audio. "
+                    'Needs gradio: pip install "midi-event-transformer[app]".')
+    parser.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID",
+                        help="the model the page starts with (default: the embedded model)")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to serve on (default {DEFAULT_HOST}: this machine only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="default: the model's")
+    parser.set_defaults(handler=_run_app)
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from .app import MidiApp
+
+    if not 1 <= args.port <= 65535:
+        raise _UsageError(f"--port must be in 1..65535, got {args.port}")
+    transformers_logging.disable_progress_bar()  # weight-loading bars
+    try:
+        app = MidiApp(args.model, device=args.device, dtype=args.dtype)
+    except ImportError as error:
+        raise _UsageError(_one_line(error)) from error
+    try:
+        app.models.get()  # a model that cannot be loaded fails here, not in the page
+        app.launch(args.host, args.port)  # serves until interrupted
+    except (ValueError, TypeError) as error:
+        raise _UsageError(_one_line(error)) from error
+    except OSError as error:  # the port is taken, the host is not an address of this machine, ...
+        raise _UsageError(f"cannot serve on {args.host}:{args.port}: {_one_line(error)}") from error
+    finally:
+        app.close()
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 class _UsageError(Exception):
     """A user error found after argument parsing (printed as one line, exit status 2)."""
 
 
-_SUBCOMMANDS: list[Callable] = [_add_tokenize, _add_generate, _add_prepare, _add_convert]
+_SUBCOMMANDS: list[Callable] = [_add_tokenize, _add_generate, _add_prepare, _add_convert, _add_app]
 
 
 def build_parser() -> argparse.ArgumentParser:

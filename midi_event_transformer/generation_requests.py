@@ -113,6 +113,7 @@ class SamplingOptions:
     num_samples: int = 1
     context_events: int | None = None
     progress: bool = True
+    streamer: Any = None
 
     def check(self) -> None:
         from .pipeline import DEFAULT_EVENTS, _check_int, _check_sampling
@@ -122,6 +123,11 @@ class SamplingOptions:
         _check_int("context_events", self.context_events, 2, allow_none=True)
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be a bool, not {type(self.progress).__name__}")
+        streamer = self.streamer
+        if streamer is not None and not (callable(getattr(streamer, "put", None))
+                                         and callable(getattr(streamer, "end", None))):
+            raise TypeError(f"streamer must have put() and end() methods (a transformers streamer), not "
+                            f"{type(streamer).__name__}")
 
 
 @dataclass
@@ -199,7 +205,7 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
     The prompts must come from the same :class:`PromptOptions` but for the prompt itself (the processors of the
     first are used for all). Returns the pieces prompt by prompt, ``num_samples`` each.
     """
-    from .pipeline import EventProgressStreamer
+    from .pipeline import EventProgressStreamer, _StreamerGroup
 
     sampling.check()
     if not prompts:
@@ -221,6 +227,8 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
     context = default_context_events(model) if sampling.context_events is None else sampling.context_events
     streamer = EventProgressStreamer(max_events if bounded and not options.edits_track else None,
                                      disable=not sampling.progress)
+    if sampling.streamer is not None:
+        streamer = _StreamerGroup([streamer, sampling.streamer])
     run = dict(max_events=max_events, context_events=context, logits_processor=processors,
                stopping_criteria=criteria, streamer=streamer, do_sample=True,
                temperature=float(sampling.temperature), top_p=float(sampling.top_p), top_k=int(sampling.top_k),

@@ -275,6 +275,21 @@ class EventProgressStreamer(BaseStreamer):
         self.bar.close()
 
 
+class _StreamerGroup(BaseStreamer):
+    """Hands every ``put`` and ``end`` of ``generate`` to each of ``streamers``, in order."""
+
+    def __init__(self, streamers: Sequence[Any]) -> None:
+        self.streamers = list(streamers)
+
+    def put(self, value: Any) -> None:
+        for streamer in self.streamers:
+            streamer.put(value)
+
+    def end(self) -> None:
+        for streamer in self.streamers:
+            streamer.end()
+
+
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -308,7 +323,7 @@ def _generate(model: Any = None, tokenizer: Any = None, *, prompt: Any = None, p
               device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
               progress: bool = True, add_track: str | int | None = None, regenerate_track: int | None = None,
               seconds: float | None = None, bars: float | None = None,
-              context_events: int | None = None) -> tuple[list, Any]:
+              context_events: int | None = None, streamer: Any = None) -> tuple[list, Any]:
     """The generated pieces (``generation_requests.GeneratedPiece``) and the tokenizer that decodes them."""
     from .generation_requests import PromptOptions, SamplingOptions, generate_pieces
 
@@ -317,7 +332,8 @@ def _generate(model: Any = None, tokenizer: Any = None, *, prompt: Any = None, p
         time_signature=time_signature, key=key, disable_control_change=disable_control_change, add_track=add_track,
         regenerate_track=regenerate_track, seconds=seconds, bars=bars)
     sampling = SamplingOptions(events=events, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-                               num_samples=num_samples, context_events=context_events, progress=progress)
+                               num_samples=num_samples, context_events=context_events, progress=progress,
+                               streamer=streamer)
     return generate_pieces(model, tokenizer, prompt_options, sampling, device=device, dtype=dtype)
 
 
@@ -330,7 +346,7 @@ def generate_rows(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
                   device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                   progress: bool = True, add_track: str | int | None = None, regenerate_track: int | None = None,
                   seconds: float | None = None, bars: float | None = None,
-                  context_events: int | None = None) -> list[np.ndarray]:
+                  context_events: int | None = None, streamer: Any = None) -> list[np.ndarray]:
     """:func:`generate_midi` before decoding: the event rows of each sample (same arguments).
 
     Returns:
@@ -345,7 +361,7 @@ def generate_rows(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
         bpm=bpm, time_signature=time_signature, key=key, events=events, temperature=temperature, top_p=top_p,
         top_k=top_k, seed=seed, num_samples=num_samples, disable_control_change=disable_control_change,
         device=device, dtype=dtype, progress=progress, add_track=add_track, regenerate_track=regenerate_track,
-        seconds=seconds, bars=bars, context_events=context_events)
+        seconds=seconds, bars=bars, context_events=context_events, streamer=streamer)
     return [piece.rows for piece in pieces]
 
 
@@ -358,7 +374,7 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
                   device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                   progress: bool = True, add_track: str | int | None = None, regenerate_track: int | None = None,
                   seconds: float | None = None, bars: float | None = None,
-                  context_events: int | None = None) -> list:
+                  context_events: int | None = None, streamer: Any = None) -> list:
     """Generate MIDI files: load the model, build the prompt, sample, decode.
 
     Args:
@@ -392,6 +408,9 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
             file.
         context_events: the sliding window: no ``model.generate`` call sees more events (default: the training
             window, 512); longer pieces go on from the last events (``sliding_window``).
+        streamer: also hand the tokens to this streamer (``put`` / ``end``, as ``model.generate(streamer=...)``):
+            first the prompts ``(num_samples, prompt_length)``, then each new token ``(num_samples,)``. The
+            streamers of ``midi_event_transformer.streamers`` take one sample (``num_samples=1``).
 
     Returns:
         a list of ``num_samples`` ``mido.MidiFile`` (type 1, 480 ticks per beat), prompt included.
@@ -408,7 +427,7 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
         bpm=bpm, time_signature=time_signature, key=key, events=events, temperature=temperature, top_p=top_p,
         top_k=top_k, seed=seed, num_samples=num_samples, disable_control_change=disable_control_change,
         device=device, dtype=dtype, progress=progress, add_track=add_track, regenerate_track=regenerate_track,
-        seconds=seconds, bars=bars, context_events=context_events)
+        seconds=seconds, bars=bars, context_events=context_events, streamer=streamer)
     return [piece.to_midi(tokenizer) for piece in pieces]
 
 

@@ -143,6 +143,19 @@ def test_progress_bar_counts_events(model_and_tokenizer, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_streamer_gets_the_events_beside_the_progress_bar(model_and_tokenizer, capsys):
+    from midi_event_transformer.streamers import MidiEventIteratorStreamer
+
+    model, tokenizer = model_and_tokenizer
+    streamer = MidiEventIteratorStreamer(skip_prompt=True)
+    (rows,) = generate_rows(model, tokenizer, instruments="Violin", events=12, seed=4, streamer=streamer)
+    assert "12/12" in capsys.readouterr().err  # the progress bar still counts
+    prompt_events = len(rows) - 12
+    np.testing.assert_array_equal(np.stack(list(streamer)), rows[prompt_events:])
+    with pytest.raises(TypeError, match="streamer must have put"):
+        generate_midi(model, tokenizer, events=4, streamer=object(), progress=False)
+
+
 def test_loaded_model_directory_and_tokenizer_defaults(model_dir, tmp_path):
     model, tokenizer = load_model_and_tokenizer(str(model_dir), device="cpu", dtype="bfloat16")
     assert model.dtype == torch.bfloat16 and not model.training

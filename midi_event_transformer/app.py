@@ -1,0 +1,410 @@
+"""A local web app for generating MIDI in the browser (Gradio; the optional extra ``pip install ".[app]"``).
+
+Start it with ``midi-event-transformer app [--model DIR_OR_HUB_ID] [--host 127.0.0.1] [--port 7860]`` or::
+
+    >>> from midi_event_transformer.app import launch_app
+    >>> launch_app("path/to/model")  # serves http://127.0.0.1:7860 until interrupted
+
+The page is a thin layer over :func:`~midi_event_transformer.pipeline.generate_midi`: its inputs become an
+:class:`~midi_event_transformer.app_jobs.AppRequest`, a :class:`~midi_event_transformer.app_jobs.GenerationJob`
+generates in a worker thread while the page shows a progress bar (events, events/s) and the piano roll as the
+events stream in, and then each sample's ``.mid``, piano roll and (with fluidsynth) audio. Generate requests are
+queued and run one after the other (one model, one generation at a time); every tab gets its own results.
+Bad input (an unreadable MIDI file, an impossible time signature, ...) is reported in the page.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import secrets
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .app_jobs import (
+    AppRequest,
+    GenerationCancelled,
+    GenerationJob,
+    JobUpdate,
+    ModelStore,
+    audio_problem,
+    write_samples,
+)
+from .errors import InvalidMidiError
+from .general_midi import DRUM_KITS, INSTRUMENT_NAMES, key_signature_name
+from .pipeline import DEFAULT_EVENTS, DEFAULT_PROMPT_EVENTS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
+from .prompts import MAX_BPM
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'the web app needs gradio: pip install "midi-event-transformer[app]" (or pip install gradio)'
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+#: The most samples one request may ask for (the page has this many result slots).
+MAX_SAMPLES = 4
+#: The largest ``events`` (and prompt events) the page offers.
+MAX_EVENTS = 4096
+AUTO = "auto"
+NO_DRUMS = "none"
+TIME_SIGNATURES = ("4/4", "3/4", "2/4", "2/2", "6/8", "9/8", "12/8", "5/4", "7/8")
+#: Job folders kept on disk (older ones are deleted when a new job starts).
+KEPT_JOBS = 8
+
+_CSS = """
+#met-status .met-progress { display: flex; gap: 0.75em; align-items: center; }
+#met-status progress { flex: 1; height: 0.9em; }
+#met-status .met-error { color: #b91c1c; font-weight: 600; }
+"""
+
+
+def import_gradio() -> Any:
+    """The ``gradio`` module, or an ImportError that says what to install."""
+    try:
+        import gradio
+    except ImportError as error:
+        raise ImportError(INSTALL_HINT) from error
+    return gradio
+
+
+def key_choices() -> list[str]:
+    """The 30 key signatures by name, major keys first (C major ... then minor keys)."""
+    return [key_signature_name(sf, mi) for mi in (0, 1) for sf in range(-7, 8)]
+
+
+# ----------------------------------------------------------------------------------------- status line
+def _status_html(text: str, *, error: bool = False, done: int | None = None, total: int | None = None) -> str:
+    message = f'<p class="{"met-error" if error else "met-message"}" role="{"alert" if error else "status"}">' \
+              f"{html.escape(text)}</p>"
+    if done is None or total is None:
+        return message
+    return f'<div class="met-progress"><progress value="{done}" max="{total}"></progress></div>{message}'
+
+
+def _progress_html(update: JobUpdate) -> str:
+    if update.stage == "loading":
+        return _status_html("loading the model ...", done=0, total=update.events_total)
+    return _status_html(f"{update.events_done} / {update.events_total} events, "
+                        f"{update.events_per_second:.1f} events/s", done=update.events_done, total=update.events_total)
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, InvalidMidiError):  # uploads live in a temporary folder: name the file only
+        return f"{Path(error.source).name} is not a readable MIDI file: {error.problem}"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# ----------------------------------------------------------------------------------------- the page
+@dataclass
+class _Widgets:
+    """The page's components, by role."""
+
+    model: Any
+    mode: Any
+    instruments: Any
+    drum_kit: Any
+    bpm: Any
+    time_signature: Any
+    key: Any
+    prompt_file: Any
+    prompt_events: Any
+    events: Any
+    temperature: Any
+    top_p: Any
+    top_k: Any
+    seed: Any
+    random_seed: Any
+    num_samples: Any
+    no_control_change: Any
+
+    def inputs(self) -> list[Any]:
+        return list(vars(self).values())
+
+    def request(self, values: list[Any]) -> AppRequest:
+        """The :class:`AppRequest` of the inputs' values (in :meth:`inputs` order); a random seed when asked."""
+        v = dict(zip(vars(self), values, strict=True))
+
+        def auto(value: Any) -> Any:
+            return None if value in (None, "", AUTO, NO_DRUMS) else value
+
+        def number(name: str, kind: type = int) -> Any:
+            if v[name] is None:
+                raise ValueError(f"{name.replace('_', ' ')} is empty")
+            return kind(v[name])
+
+        seed = secrets.randbelow(2**31) if v["random_seed"] or v["seed"] is None else number("seed")
+        request = AppRequest(model=v["model"] or None, events=number("events"),
+                             temperature=number("temperature", float), top_p=number("top_p", float),
+                             top_k=number("top_k"), seed=seed, num_samples=number("num_samples"),
+                             disable_control_change=bool(v["no_control_change"]))
+        if v["mode"] == "continue":
+            if not v["prompt_file"]:
+                raise ValueError("upload a MIDI file to continue (or choose the New piece tab)")
+            request.prompt, request.prompt_events = v["prompt_file"], number("prompt_events")
+        else:
+            request.instruments = list(v["instruments"] or [])
+            request.drum_kit, request.time_signature, request.key = (
+                auto(v["drum_kit"]), auto(v["time_signature"]), auto(v["key"]))
+            request.bpm = float(v["bpm"]) if v["bpm"] else None  # 0: the model chooses
+        return request
+
+
+@dataclass
+class _Results:
+    """The output components: the status line, the live piano roll and the slots of each sample."""
+
+    status: Any
+    live_roll: Any
+    seed: Any
+    groups: list[Any]
+    midi_files: list[Any]
+    piano_rolls: list[Any]
+    audios: list[Any]
+    notes: list[Any]
+
+    def outputs(self) -> list[Any]:
+        return [self.status, self.live_roll, self.seed, *self.groups, *self.midi_files, *self.piano_rolls,
+                *self.audios, *self.notes]
+
+
+class MidiApp:
+    """The web app: its page (``self.blocks``, a ``gradio.Blocks``), its model and its files.
+
+    Args:
+        model: the model requests use by default: a loaded model, a directory, a Hub id, or None for the embedded
+            model.
+        device, dtype: as in :func:`~midi_event_transformer.pipeline.load_model_and_tokenizer`.
+        output_dir: where generated files go (default: a temporary folder removed by :meth:`close`).
+    """
+
+    def __init__(self, model: Any = None, *, device: Any = None, dtype: Any = None,
+                 output_dir: str | Path | None = None) -> None:
+        self.gr = import_gradio()
+        self.models = ModelStore(model, device=device, dtype=dtype)
+        self._own_dir = output_dir is None
+        self.output_dir = Path(tempfile.mkdtemp(prefix="midi-event-transformer-app-") if output_dir is None
+                               else output_dir)
+        self.audio_problem = audio_problem()
+        self.model_label = model if isinstance(model, str) else ("the embedded model" if model is None else
+                                                                 "the model passed to the app")
+        self.blocks = self._build()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> Any:
+        gr = self.gr
+        with gr.Blocks(title="midi-event-transformer", analytics_enabled=False) as blocks:
+            gr.Markdown("## midi-event-transformer\nGenerate MIDI with a hierarchical event transformer: choose "
+                        "instruments or upload a piece to continue, press **Generate**, listen and download.")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    widgets = self._inputs()
+                    with gr.Row():
+                        generate = gr.Button("Generate", variant="primary", elem_id="met-generate")
+                        stop = gr.Button("Stop", elem_id="met-stop")
+                with gr.Column(scale=3):
+                    results = self._outputs(widgets.seed)
+            self._widgets, self._results = widgets, results
+            run = generate.click(self._generate, inputs=widgets.inputs(), outputs=results.outputs(),
+                                 concurrency_limit=1, concurrency_id="generate", show_progress="minimal",
+                                 show_progress_on=[results.status])
+            stop.click(lambda: _status_html("Stopped."), None, results.status, cancels=[run], queue=False)
+            widgets.prompt_file.upload(self._check_upload, inputs=[widgets.prompt_file, widgets.prompt_events],
+                                       outputs=[results.status])
+        return blocks
+
+    def _inputs(self) -> _Widgets:
+        gr = self.gr
+        model = gr.Textbox(label="Model", value=self.model_label if isinstance(self.models.default, str) else "",
+                           placeholder=self.model_label, elem_id="met-model",
+                           info="a model directory or Hugging Face Hub id; empty: " + self.model_label)
+        mode = gr.State("new")
+        with gr.Tabs():
+            with gr.Tab("New piece", elem_id="met-tab-new") as new_tab:
+                instruments = gr.Dropdown(list(INSTRUMENT_NAMES), multiselect=True, filterable=True, value=[],
+                                          label="Instruments", info="type to search the General MIDI list",
+                                          elem_id="met-instruments")
+                with gr.Row():
+                    drum_kit = gr.Dropdown([NO_DRUMS, *DRUM_KITS.values()], value=NO_DRUMS, label="Drum kit",
+                                           elem_id="met-drum-kit")
+                    bpm = gr.Slider(0, MAX_BPM, value=0, step=1, label="BPM (0: the model chooses)",
+                                    elem_id="met-bpm")
+                with gr.Row():
+                    time_signature = gr.Dropdown([AUTO, *TIME_SIGNATURES], value=AUTO, allow_custom_value=True,
+                                                 label="Time signature", info="or type one, e.g. 7/4",
+                                                 elem_id="met-time-signature")
+                    key = gr.Dropdown([AUTO, *key_choices()], value=AUTO, label="Key", elem_id="met-key")
+            with gr.Tab("Continue a MIDI file", elem_id="met-tab-continue") as continue_tab:
+                prompt_file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
+                                      elem_id="met-prompt-file")
+                prompt_events = gr.Slider(1, MAX_EVENTS, value=DEFAULT_PROMPT_EVENTS, step=1,
+                                          label="Events of the file to keep (BOS included)",
+                                          elem_id="met-prompt-events")
+        new_tab.select(lambda: "new", None, mode)
+        continue_tab.select(lambda: "continue", None, mode)
+        events = gr.Slider(1, MAX_EVENTS, value=DEFAULT_EVENTS, step=1, label="Events to generate",
+                           elem_id="met-events")
+        with gr.Accordion("Sampling", open=True):
+            with gr.Row():
+                temperature = gr.Slider(0.1, 2.0, value=DEFAULT_TEMPERATURE, step=0.01, label="Temperature",
+                                        elem_id="met-temperature")
+                top_p = gr.Slider(0.01, 1.0, value=DEFAULT_TOP_P, step=0.01, label="Top-p", elem_id="met-top-p")
+                top_k = gr.Slider(0, 128, value=DEFAULT_TOP_K, step=1, label="Top-k (0: off)", elem_id="met-top-k")
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**31 - 1, label="Seed",
+                                 elem_id="met-seed")
+                random_seed = gr.Checkbox(value=True, label="Random seed", elem_id="met-random-seed")
+                num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples", elem_id="met-samples")
+            no_control_change = gr.Checkbox(value=False, label="No control change (pedal, volume, ...)",
+                                            elem_id="met-no-control-change")
+        return _Widgets(model, mode, instruments, drum_kit, bpm, time_signature, key, prompt_file, prompt_events,
+                        events, temperature, top_p, top_k, seed, random_seed, num_samples, no_control_change)
+
+    def _outputs(self, seed: Any) -> _Results:
+        gr = self.gr
+        status = gr.HTML(_status_html("Choose the options and press Generate."), elem_id="met-status")
+        live_roll = gr.Image(label="Piano roll, as the events come", type="filepath", interactive=False,
+                             elem_id="met-live-roll")
+        if self.audio_problem is not None:
+            gr.Markdown(f"**No audio players here:** {self.audio_problem}", elem_id="met-audio-note")
+        groups, midi_files, piano_rolls, audios, notes = [], [], [], [], []
+        for index in range(MAX_SAMPLES):
+            with gr.Column(visible=False, variant="panel", elem_id=f"met-sample-{index}") as group:
+                midi_files.append(gr.File(label=f"Sample {index + 1} (.mid)", interactive=False,
+                                          elem_id=f"met-sample-{index}-midi"))
+                piano_rolls.append(gr.Image(label=f"Sample {index + 1} piano roll", type="filepath",
+                                            interactive=False, elem_id=f"met-sample-{index}-roll"))
+                audios.append(gr.Audio(label=f"Sample {index + 1} audio", type="filepath", interactive=False,
+                                       visible=self.audio_problem is None, elem_id=f"met-sample-{index}-audio"))
+                notes.append(gr.Markdown(visible=False, elem_id=f"met-sample-{index}-note"))
+            groups.append(group)
+        return _Results(status, live_roll, seed, groups, midi_files, piano_rolls, audios, notes)
+
+    # ------------------------------------------------------------------ handlers
+    def _check_upload(self, path: str | None, prompt_events: float) -> str:
+        """Read the uploaded file at once, so that a file that is not MIDI is reported before Generate."""
+        from .prompts import prompt_from_midi
+
+        if not path:
+            return _status_html("Choose the options and press Generate.")
+        try:
+            rows = prompt_from_midi(path, None, tokenizer=self.models.tokenizer())
+        except (ValueError, TypeError) as error:
+            return _status_html(_error_text(error), error=True)
+        kept = min(len(rows), int(prompt_events or DEFAULT_PROMPT_EVENTS))
+        return _status_html(f"{Path(path).name}: {len(rows) - 1} events; the first {kept - 1} are continued.")
+
+    def _job_dir(self) -> Path:
+        jobs = sorted((p for p in self.output_dir.glob("job-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in jobs[:max(0, len(jobs) - KEPT_JOBS + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        directory = self.output_dir / f"job-{uuid.uuid4().hex[:12]}"
+        directory.mkdir(parents=True)
+        return directory
+
+    def _draw_frame(self, tokenizer: Any, frame: list, directory: Path, index: int) -> str:
+        from .pianoroll import draw_piano_rolls
+
+        midis = [tokenizer.decode_midi(rows) for rows in frame]
+        titles = [f"Sample {i + 1}" for i in range(len(midis))]
+        path = draw_piano_rolls(midis, directory / f"live_{index:03d}.png", titles=titles, width=10.0,
+                                row_height=4.0 if len(midis) == 1 else 2.5, dpi=72)
+        return str(path)
+
+    def _generate(self, *values: Any):
+        """The Generate button: a generator of page updates (progress, live piano roll, then the files)."""
+        gr = self.gr
+        results = self._results
+        try:
+            request = self._widgets.request(list(values))
+        except ValueError as error:
+            yield {results.status: _status_html("Cannot generate: " + _error_text(error), error=True)}
+            return
+        directory = self._job_dir()
+        hidden = {group: gr.update(visible=False) for group in results.groups}
+        yield {results.status: _status_html("waiting for the model ...", done=0, total=request.events),
+               results.live_roll: gr.update(value=None, visible=True), **hidden}
+        job = GenerationJob(request, self.models).start()
+        frames = 0
+        try:
+            for update in job.updates():
+                page = {results.status: _progress_html(update)}
+                if update.frame is not None and job.tokenizer is not None:
+                    page[results.live_roll] = self._draw_frame(job.tokenizer, update.frame, directory, frames)
+                    frames += 1
+                yield page
+            midis = job.result()
+            samples = write_samples(midis, directory, request.seed, audio=self.audio_problem is None)
+        except GenerationCancelled:
+            yield {results.status: _status_html("Stopped.")}
+            return
+        except (ValueError, TypeError) as error:  # the request's fault: say so in the page
+            yield {results.status: _status_html("Cannot generate: " + _error_text(error), error=True)}
+            return
+        except Exception as error:  # the app keeps serving; the log has the traceback
+            logger.exception("generation failed")
+            yield {results.status: _status_html(f"generation failed: {_error_text(error)}", error=True)}
+            return
+        finally:
+            if job.running:  # the page went away or Stop was pressed
+                job.cancel()
+        events = [len(rows) - 1 for rows in job.preview.snapshot()]
+        page = {results.status: _status_html(
+                    f"Done: {len(samples)} sample(s), seed {request.seed}, {', '.join(map(str, events))} events "
+                    f"(prompt included), {job.preview.events_per_second():.1f} events/s.",
+                    done=job.preview.events_done, total=request.events),
+                results.live_roll: gr.update(visible=False), results.seed: request.seed}  # the samples' own rolls
+        for index in range(MAX_SAMPLES):
+            sample = samples[index] if index < len(samples) else None
+            page[results.groups[index]] = gr.update(visible=sample is not None)
+            page[results.midi_files[index]] = None if sample is None else str(sample.midi)
+            page[results.piano_rolls[index]] = None if sample is None else str(sample.piano_roll)
+            audio = None if sample is None or sample.audio is None else str(sample.audio)
+            page[results.audios[index]] = gr.update(value=audio, visible=audio is not None)
+            note = None if sample is None else sample.note
+            page[results.notes[index]] = gr.update(value=note or "", visible=note is not None)
+        yield page
+
+    # ------------------------------------------------------------------ serving
+    def launch(self, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, *, prevent_thread_lock: bool = False,
+               quiet: bool = False, **launch_kwargs: Any) -> Any:
+        """Serve the page on ``http://host:port`` (blocks unless ``prevent_thread_lock``); returns the Blocks."""
+        gr = self.gr
+        self.blocks.queue(default_concurrency_limit=1)
+        self.blocks.launch(server_name=host, server_port=port, prevent_thread_lock=prevent_thread_lock,
+                           quiet=quiet, ssr_mode=False, show_error=True, css=_CSS, theme=gr.themes.Default(),
+                           allowed_paths=[str(self.output_dir)], **launch_kwargs)
+        return self.blocks
+
+    def close(self) -> None:
+        """Stop serving and remove the app's temporary folder."""
+        self.blocks.close()
+        if self._own_dir:
+            shutil.rmtree(self.output_dir, ignore_errors=True)
+
+
+def launch_app(model: Any = None, *, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, device: Any = None,
+               dtype: Any = None, **launch_kwargs: Any) -> MidiApp:
+    """Build the app around ``model`` and serve it (see :class:`MidiApp` and :meth:`MidiApp.launch`).
+
+    Args:
+        model: a loaded model, a directory, a Hub id, or None for the embedded model.
+        host, port: where to serve (default ``127.0.0.1:7860``; ``port=None`` takes the first free one from 7860).
+        device, dtype: as in :func:`~midi_event_transformer.pipeline.load_model_and_tokenizer`.
+        launch_kwargs: ``prevent_thread_lock=True`` to return at once, ``quiet``, other ``gradio.Blocks.launch``
+            arguments.
+
+    Returns:
+        the :class:`MidiApp` (its ``close()`` stops the server).
+
+    Raises:
+        ImportError: gradio is not installed (the message says what to install).
+    """
+    app = MidiApp(model, device=device, dtype=dtype)
+    app.launch(host, port, **launch_kwargs)
+    return app
+
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "MAX_EVENTS", "MAX_SAMPLES", "MidiApp", "import_gradio", "launch_app"]

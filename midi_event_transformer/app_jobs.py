@@ -1,0 +1,383 @@
+"""The web app's work, without any web framework: one request, its generation in a worker thread, its files.
+
+The app (``midi_event_transformer.app``) turns the page's inputs into an :class:`AppRequest`, gets the model
+from a :class:`ModelStore` and runs a :class:`GenerationJob`:
+
+* the job calls :func:`~midi_event_transformer.pipeline.generate_midi` in a worker thread, with a
+  :class:`LivePreview` streamer that gathers every sample's finished events as they come;
+* :meth:`GenerationJob.updates` yields :class:`JobUpdate` snapshots (events so far, events/s, and now and then
+  a frame: the rows of every sample so far, for a live piano roll) until the worker is done;
+* :func:`write_samples` then writes each sample's ``.mid``, piano-roll PNG and (with fluidsynth) WAV.
+
+Example::
+
+    >>> from midi_event_transformer.app_jobs import AppRequest, GenerationJob, ModelStore, write_samples
+    >>> job = GenerationJob(AppRequest(instruments=["Violin"], events=64, seed=1), ModelStore("my_model_dir"))
+    >>> for update in job.start().updates():
+    ...     print(update.events_done, "/", update.events_total)
+    >>> write_samples(job.result(), "out", seed=1)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty, Full, Queue
+from typing import Any
+
+import numpy as np
+from transformers.generation.streamers import BaseStreamer
+
+from .pipeline import (
+    DEFAULT_EVENTS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    generate_midi,
+    load_model_and_tokenizer,
+)
+from .streamers import MidiEventStreamer
+from .vocabulary import TOKENS_PER_EVENT
+
+logger = logging.getLogger(__name__)
+
+#: Longer pieces get no audio (a WAV of 16-bit stereo at 44.1 kHz takes about 10 MB a minute).
+MAX_AUDIO_SECONDS = 600.0
+#: How many live piano-roll frames a generation hands out (one every ``ceil(events / PREVIEW_FRAMES)`` events).
+PREVIEW_FRAMES = 10
+
+
+# ----------------------------------------------------------------------------------------- request
+@dataclass
+class AppRequest:
+    """What one press of Generate asks for: :func:`generate_midi`'s arguments, ``None`` where the page says "auto".
+
+    Attributes:
+        model: a model directory or Hub id; None for the app's model (``--model``, or the embedded one).
+        prompt: a MIDI file to continue (the new-piece options below must then be None / empty).
+        prompt_events: how many of the prompt's events to keep (BOS included); None for the default.
+        instruments, drum_kit, bpm, time_signature, key: the new piece's controls (see :func:`generate_midi`).
+        events, temperature, top_p, top_k, seed, num_samples, disable_control_change: as in :func:`generate_midi`
+            (``seed`` is required here: the files are named after it).
+    """
+
+    model: str | None = None
+    prompt: str | os.PathLike | None = None
+    prompt_events: int | None = None
+    instruments: list[str] = field(default_factory=list)
+    drum_kit: str | None = None
+    bpm: float | None = None
+    time_signature: str | None = None
+    key: str | None = None
+    events: int = DEFAULT_EVENTS
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = DEFAULT_TOP_K
+    seed: int = 0
+    num_samples: int = 1
+    disable_control_change: bool = False
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`generate_midi` (all but the model, tokenizer and streamer)."""
+        return dict(
+            prompt=None if self.prompt is None else os.fspath(self.prompt), prompt_events=self.prompt_events,
+            instruments=list(self.instruments) or None, drum_kit=self.drum_kit, bpm=self.bpm,
+            time_signature=self.time_signature, key=self.key, events=self.events, temperature=self.temperature,
+            top_p=self.top_p, top_k=self.top_k, seed=self.seed, num_samples=self.num_samples,
+            disable_control_change=self.disable_control_change, progress=False)
+
+
+# ----------------------------------------------------------------------------------------- model
+class ModelStore:
+    """Loads models for the app and keeps the last one (loading takes seconds; requests reuse it).
+
+    Args:
+        default: what an :class:`AppRequest` without ``model`` uses: a loaded model, a directory, a Hub id, or None
+            for the embedded model.
+        device, dtype: as in :func:`load_model_and_tokenizer`.
+    """
+
+    def __init__(self, default: Any = None, *, device: Any = None, dtype: Any = None) -> None:
+        self.default = default
+        self.device = device
+        self.dtype = dtype
+        self._lock = threading.Lock()
+        self._name: str | None = None
+        self._loaded: tuple[Any, Any] | None = None
+
+    def get(self, name: str | None = None) -> tuple[Any, Any]:
+        """``(model, tokenizer)`` of ``name`` (a directory or Hub id; None or empty: the default model).
+
+        Raises:
+            ValueError / TypeError: as :func:`load_model_and_tokenizer` (not a model, cannot be loaded, ...).
+        """
+        name = name.strip() if isinstance(name, str) and name.strip() else None
+        if name is not None and name == self.default:
+            name = None
+        with self._lock:
+            if self._loaded is None or name != self._name:
+                self._loaded = None  # the old model is released before the new one loads
+                self._loaded = load_model_and_tokenizer(self.default if name is None else name,
+                                                        device=self.device, dtype=self.dtype)
+                self._name = name
+            return self._loaded
+
+    def tokenizer(self) -> Any:
+        """The loaded model's tokenizer, or (none loaded yet) a tokenizer with default settings."""
+        from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+
+        loaded = self._loaded
+        return MidiEventTransformerTokenizer() if loaded is None else loaded[1]
+
+
+# ----------------------------------------------------------------------------------------- streaming
+class GenerationCancelled(Exception):
+    """Raised inside ``generate`` (from the streamer) to stop a job whose page went away or pressed Stop."""
+
+
+class _SampleRows(MidiEventStreamer):
+    """One sample's finished rows (``self.rows``, BOS and prompt included); nothing else to do per event."""
+
+    def on_event(self, row: np.ndarray, from_prompt: bool) -> None:
+        pass
+
+
+class LivePreview(BaseStreamer):
+    """A streamer for ``generate_midi(streamer=...)`` with several samples: their events so far, and frames.
+
+    Each sample's tokens go to a :class:`~midi_event_transformer.streamers.MidiEventStreamer` of its own (rows of 8,
+    EOS ends that sample). Every ``frame_every`` generated events a frame (the rows of every sample so far) is put
+    in ``frames``, a queue of one: when the page has not taken the previous frame yet, generation waits for it (at
+    most ``frame_timeout`` seconds, then that frame is dropped), so that even a fast generation shows the piece
+    growing, at a cost of at most ``frames`` drawings.
+
+    Args:
+        num_samples: the batch size of the generation.
+        events: the events asked for (the progress bar's total).
+        frames: about how many frames to hand out.
+        frame_timeout: the longest wait for the page to take a frame.
+    """
+
+    def __init__(self, num_samples: int, events: int, frames: int = PREVIEW_FRAMES,
+                 frame_timeout: float = 2.0) -> None:
+        self.samples = [_SampleRows() for _ in range(num_samples)]
+        self.events_total = events
+        self.frame_every = max(1, math.ceil(events / max(1, frames)))
+        self.frame_timeout = frame_timeout
+        self.frames: Queue[list[np.ndarray]] = Queue(maxsize=1)
+        self.tokens = 0  # generated token positions (the whole batch at once)
+        self.started: float | None = None  # time.monotonic() when the prompt arrived
+        self.finished = threading.Event()
+        self.cancelled = threading.Event()
+        self._next_frame = self.frame_every
+
+    @property
+    def events_done(self) -> int:
+        """Generated event positions so far (all samples advance together)."""
+        return self.tokens // TOKENS_PER_EVENT
+
+    def events_per_second(self) -> float:
+        """Generated events per second since the prompt arrived (0 before)."""
+        if self.started is None:
+            return 0.0
+        return self.events_done / max(time.monotonic() - self.started, 1e-9)
+
+    def snapshot(self) -> list[np.ndarray]:
+        """Every sample's finished rows so far: ``(n_i, 8)`` int64 arrays, BOS first."""
+        return [np.stack(list(sample.rows)) if sample.rows else np.zeros((0, TOKENS_PER_EVENT), dtype=np.int64)
+                for sample in self.samples]
+
+    def put(self, value: Any) -> None:
+        if self.cancelled.is_set():
+            raise GenerationCancelled("generation stopped")
+        ids = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=np.int64)
+        if self.started is None:  # the prompts (num_samples, length)
+            if ids.ndim != 2 or ids.shape[0] != len(self.samples):
+                raise ValueError(f"expected prompts of shape ({len(self.samples)}, length), got {ids.shape}")
+            self.started = time.monotonic()
+            for sample, prompt in zip(self.samples, ids, strict=True):
+                sample.put(prompt)
+            return
+        ids = ids.reshape(-1)
+        if ids.shape[0] != len(self.samples):
+            raise ValueError(f"expected one token per sample ({len(self.samples)}), got {ids.shape[0]}")
+        for sample, token in zip(self.samples, ids, strict=True):
+            sample.put(token)
+        self.tokens += 1
+        if self.tokens % TOKENS_PER_EVENT == 0 and self.events_done >= self._next_frame:
+            self._next_frame += self.frame_every
+            try:
+                self.frames.put(self.snapshot(), timeout=self.frame_timeout)
+            except Full:
+                logger.debug("live preview frame at %d events dropped (the page is busy)", self.events_done)
+
+    def end(self) -> None:
+        for sample in self.samples:
+            sample.end()
+        self.finished.set()
+
+
+# ----------------------------------------------------------------------------------------- the job
+@dataclass
+class JobUpdate:
+    """Where a running job stands.
+
+    Attributes:
+        stage: ``"loading"`` (the model) or ``"generating"``.
+        events_done, events_total: generated events so far, and asked for.
+        events_per_second: the generation's speed so far.
+        frame: every sample's rows so far (``(n_i, 8)`` arrays) when a new frame is ready, else None.
+    """
+
+    stage: str
+    events_done: int
+    events_total: int
+    events_per_second: float
+    frame: list[np.ndarray] | None = None
+
+
+class GenerationJob:
+    """One generation request run in a worker thread (the caller's thread stays free to report progress).
+
+    Args:
+        request: what to generate.
+        models: where the model comes from.
+        frames: live frames to hand out (see :class:`LivePreview`).
+    """
+
+    def __init__(self, request: AppRequest, models: ModelStore, frames: int = PREVIEW_FRAMES) -> None:
+        if not isinstance(request, AppRequest):
+            raise TypeError(f"request must be an AppRequest, not {type(request).__name__}")
+        self.request = request
+        self.models = models
+        self.preview = LivePreview(request.num_samples, request.events, frames=frames)
+        self.tokenizer: Any = None
+        self._midis: list | None = None
+        self._error: BaseException | None = None
+        self._loaded = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="midi-event-transformer-generate", daemon=True)
+
+    def _work(self) -> None:
+        try:
+            model, self.tokenizer = self.models.get(self.request.model)
+            self._loaded.set()
+            self._midis = generate_midi(model, self.tokenizer, streamer=self.preview,
+                                        **self.request.generate_kwargs())
+        except BaseException as error:  # handed to the caller by result()
+            self._error = error
+        finally:
+            self._loaded.set()
+            self.preview.finished.set()
+
+    def start(self) -> GenerationJob:
+        """Start the worker thread; returns ``self``."""
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def updates(self, poll_seconds: float = 0.25) -> Iterator[JobUpdate]:
+        """Yield a :class:`JobUpdate` at least every ``poll_seconds`` (with each frame as soon as it is ready)
+        until the worker has finished."""
+        preview = self.preview
+        while self._thread.is_alive():
+            try:
+                frame = preview.frames.get(timeout=poll_seconds)
+            except Empty:
+                frame = None
+            stage = "generating" if self._loaded.is_set() else "loading"
+            yield JobUpdate(stage, preview.events_done, preview.events_total, preview.events_per_second(), frame)
+        self._thread.join()
+
+    def cancel(self) -> None:
+        """Stop the generation at its next token (``result`` then raises :class:`GenerationCancelled`)."""
+        self.preview.cancelled.set()
+        try:  # a generation waiting to hand out a frame goes on at once
+            self.preview.frames.get_nowait()
+        except Empty:
+            pass
+
+    def result(self) -> list:
+        """The ``mido.MidiFile`` of each sample, once :meth:`updates` is exhausted; raises the worker's error."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return list(self._midis or [])
+
+
+# ----------------------------------------------------------------------------------------- files
+@dataclass
+class SampleFiles:
+    """The files of one generated sample: ``midi`` always, ``piano_roll`` and ``audio`` when they were asked for
+    and could be made, and ``note``: why there is no audio (a piece too long to render), or None."""
+
+    midi: Path
+    piano_roll: Path | None = None
+    audio: Path | None = None
+    note: str | None = None
+
+
+def audio_problem() -> str | None:
+    """Why audio cannot be rendered here (fluidsynth or a soundfont missing), or None when it can."""
+    from .audio import AudioRenderingError, find_fluidsynth, find_soundfont
+
+    try:
+        find_fluidsynth()
+        find_soundfont()
+    except AudioRenderingError as error:
+        return str(error)
+    return None
+
+
+def write_samples(midis: list, output_dir: str | os.PathLike, seed: int, *, piano_roll: bool = True,
+                  audio: bool = False, max_audio_seconds: float = MAX_AUDIO_SECONDS) -> list[SampleFiles]:
+    """Save each sample as ``generated_seed<seed>_<i>.mid`` (as the ``generate`` command names them) in
+    ``output_dir``, with a piano-roll PNG and, with ``audio``, a WAV (fluidsynth) beside it for pieces of at most
+    ``max_audio_seconds`` (``mido.MidiFile.length``; a longer one gets a ``note`` instead).
+
+    Raises:
+        ImportError: ``piano_roll`` without matplotlib. AudioRenderingError: ``audio`` and fluidsynth failed.
+    """
+    from .audio import render_audio
+    from .pianoroll import draw_piano_roll
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, midi in enumerate(midis):
+        path = output_dir / f"generated_seed{seed}_{index}.mid"
+        midi.save(path)
+        files = SampleFiles(midi=path)
+        if piano_roll:
+            files.piano_roll = draw_piano_roll(midi, path.with_suffix(".png"), title=f"Sample {index + 1}",
+                                               figsize=(10.0, 4.0), dpi=80)
+        if audio and midi.length > max_audio_seconds:
+            files.note = (f"no audio: the piece lasts {midi.length / 60:.0f} min, longer than the "
+                          f"{max_audio_seconds / 60:g} min rendered to audio")
+        elif audio:
+            files.audio = render_audio(path, path.with_suffix(".wav"))
+        written.append(files)
+    return written
+
+
+__all__ = [
+    "MAX_AUDIO_SECONDS",
+    "PREVIEW_FRAMES",
+    "AppRequest",
+    "GenerationCancelled",
+    "GenerationJob",
+    "JobUpdate",
+    "LivePreview",
+    "ModelStore",
+    "SampleFiles",
+    "audio_problem",
+    "write_samples",
+]

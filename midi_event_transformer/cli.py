@@ -156,7 +156,8 @@ def _add_generate(subparsers) -> None:
     sampling.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, printed)")
     sampling.add_argument("--num-samples", type=int, default=1, metavar="N", help="pieces to generate (default 1)")
     sampling.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    sampling.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="default: the model's")
+    sampling.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                          help="default: the stored dtype; float32 for a small model on CPU")
     output = parser.add_argument_group("output")
     output.add_argument("--output-dir", default=".", metavar="DIR", help="where to write the files (default: .)")
     output.add_argument("--piano-roll", action="store_true", help="also draw a PNG piano roll next to each file")
@@ -327,7 +328,8 @@ def _add_app(subparsers) -> None:
                         help=f"address to serve on (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="default: the model's")
+    parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                          help="default: the stored dtype; float32 for a small model on CPU")
     parser.set_defaults(handler=_run_app)
 
 

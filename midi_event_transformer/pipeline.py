@@ -53,6 +53,12 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # "owner/name
 #: ``dtype`` names accepted by :func:`generate_midi` and ``--dtype``.
 DTYPE_NAMES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
+#: On a CPU, a model whose weights take fewer bytes than this in float32 computes in float32 unless a dtype is asked
+#: for: its decoding steps are bound by per-operation overhead rather than by reading the weights, so a bf16 copy
+#: saves no time there and CPUs without bf16 units run it slower. Larger models keep their stored dtype (bf16 halves
+#: the bytes a memory-bound step reads). A property of the model, not of the processor.
+SMALL_MODEL_FP32_BYTES = 256 * 2**20
+
 
 # ----------------------------------------------------------------------------------------- model + tokenizer
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -88,6 +94,15 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if key not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}")
     return _DTYPES[key]
+
+
+def default_compute_dtype(model: Any, device: torch.device) -> torch.dtype | None:
+    """The dtype a model loaded without an asked dtype computes in on ``device``: float32 for a small model on a CPU
+    (see ``SMALL_MODEL_FP32_BYTES``), else None (its stored dtype)."""
+    if device.type != "cpu" or not model.dtype.is_floating_point or model.dtype == torch.float32:
+        return None
+    fp32_bytes = 4 * sum(parameter.numel() for parameter in model.parameters())
+    return torch.float32 if fp32_bytes < SMALL_MODEL_FP32_BYTES else None
 
 
 def _model_directory_problem(directory: Path) -> str | None:
@@ -174,7 +189,8 @@ def load_model_and_tokenizer(model: Any = None, tokenizer: Any = None, *, device
             if there is none).
         device: where to run; None keeps a loaded model where it is and puts a model loaded here on CUDA when
             available, else on the CPU. A loaded model is moved in place.
-        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``; None keeps the model's.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``; None keeps the model's, except
+            that a small model loaded here for a CPU computes in float32 (:func:`default_compute_dtype`).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode when it was loaded here.
@@ -195,6 +211,8 @@ def load_model_and_tokenizer(model: Any = None, tokenizer: Any = None, *, device
     elif model is None or isinstance(model, (str, os.PathLike)):
         target = resolve_device(device)
         model, location = _load_model(model)
+        if torch_dtype is None:
+            torch_dtype = default_compute_dtype(model, target)
     else:
         raise TypeError("model must be a MidiEventTransformerForCausalLM, a directory, a Hub id or None, not "
                         f"{type(model).__name__}")

@@ -293,3 +293,16 @@ def test_embedded_model_loads_with_the_auto_classes():
     card = (Path(DEFAULT_MODEL) / "README.md").read_text()
     assert "POP909" in card and "Copyright (c) 2020 Music X Lab" in card  # the data and its licence notice
     assert not list(Path(DEFAULT_MODEL).glob("*.py"))  # the package provides the code
+
+
+def test_a_small_bf16_model_computes_in_float32_on_cpu_unless_asked(tmp_path):
+    from midi_event_transformer.pipeline import default_compute_dtype, load_model_and_tokenizer
+
+    model = tiny_model().to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    loaded, _ = load_model_and_tokenizer(str(tmp_path), device="cpu")
+    assert loaded.dtype == torch.float32
+    asked, _ = load_model_and_tokenizer(str(tmp_path), device="cpu", dtype="bfloat16")
+    assert asked.dtype == torch.bfloat16
+    assert default_compute_dtype(model, torch.device("cuda")) is None  # memory and fast bf16 units there
+    assert default_compute_dtype(model.float(), torch.device("cpu")) is None  # already float32

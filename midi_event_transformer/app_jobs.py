@@ -41,6 +41,7 @@ from .pipeline import (
     DEFAULT_TOP_P,
     generate_midi,
     load_model_and_tokenizer,
+    sample_file_name,
 )
 from .streamers import MidiEventStreamer
 from .vocabulary import TOKENS_PER_EVENT
@@ -353,7 +354,7 @@ def write_samples(midis: list, output_dir: str | os.PathLike, seed: int, *, pian
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for index, midi in enumerate(midis):
-        path = output_dir / f"generated_seed{seed}_{index}.mid"
+        path = output_dir / sample_file_name(seed, index)
         midi.save(path)
         files = SampleFiles(midi=path)
         if piano_roll:

@@ -179,6 +179,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
     from .generation_requests import PromptOptions, SamplingOptions, generate_pieces
+    from .pipeline import sample_file_name
 
     # the optional outputs are checked before the (long) generation
     try:
@@ -217,7 +218,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     print(f"seed: {seed}")
     for index, piece in enumerate(samples):
-        path = output_dir / f"generated_seed{seed}_{index}.mid"
+        path = output_dir / sample_file_name(seed, index)
         piece.to_midi(tokenizer).save(path)
         written = [path]
         if args.piano_roll:

@@ -96,6 +96,11 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return _DTYPES[key]
 
 
+def sample_file_name(seed: int, index: int) -> str:
+    """The file name of sample ``index`` of a seeded generation (the ``generate`` command and the app)."""
+    return f"generated_seed{seed}_{index}.mid"
+
+
 def default_compute_dtype(model: Any, device: torch.device) -> torch.dtype | None:
     """The dtype a model loaded without an asked dtype computes in on ``device``: float32 for a small model on a CPU
     (see ``SMALL_MODEL_FP32_BYTES``), else None (its stored dtype)."""
@@ -456,6 +461,7 @@ __all__ = [
     "DEFAULT_TOP_K",
     "DEFAULT_TOP_P",
     "DTYPE_NAMES",
+    "sample_file_name",
     "EventProgressStreamer",
     "build_generation_prompt",
     "generate_midi",

@@ -26,25 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_generate import _EventClock  # scripts/ is on sys.path when a script runs
+
 K = 8
-
-
-class _EventClock:
-    """Streamer recording the time each event is finished (every 8 generated tokens; the prompt is skipped)."""
-
-    def __init__(self) -> None:
-        self.tokens, self.times, self.prompt_seen = 0, [], False
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        self.tokens += 1
-        if self.tokens % K == 0:
-            self.times.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
 
 
 def _load(spec: dict[str, Any]):

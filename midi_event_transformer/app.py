@@ -8,7 +8,10 @@ Start it with ``midi-event-transformer app [--model DIR_OR_HUB_ID] [--host 127.0
 The page is a thin layer over :func:`~midi_event_transformer.pipeline.generate_midi`: its inputs become an
 :class:`~midi_event_transformer.app_jobs.AppRequest`, a :class:`~midi_event_transformer.app_jobs.GenerationJob`
 generates in a worker thread while the page shows a progress bar (events, events/s) and the piano roll as the
-events stream in, and then each sample's ``.mid``, piano roll and (with fluidsynth) audio. Generate requests are
+events stream in, and then each sample's ``.mid``, piano roll and (with fluidsynth) audio. An uploaded MIDI file
+is continued, or gets a track added (an instrument or a drum kit) or one of its tracks written again. The length
+is in events, seconds or bars; for seconds and bars (and a track edit, which ends where the file ends) the
+progress bar shows the musical time reached. Generate requests are
 queued and run one after the other (one model, one generation at a time); every tab gets its own results.
 Bad input (an unreadable MIDI file, an impossible time signature, ...) is reported in the page.
 """
@@ -35,7 +38,7 @@ from .app_jobs import (
     write_samples,
 )
 from .errors import InvalidMidiError
-from .general_midi import DRUM_KITS, INSTRUMENT_NAMES, key_signature_name
+from .general_midi import DRUM_CHANNEL, DRUM_KITS, INSTRUMENT_NAMES, instrument_name, key_signature_name
 from .pipeline import DEFAULT_EVENTS, DEFAULT_PROMPT_EVENTS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
 from .prompts import MAX_BPM
 
@@ -53,6 +56,12 @@ NO_DRUMS = "none"
 TIME_SIGNATURES = ("4/4", "3/4", "2/4", "2/2", "6/8", "9/8", "12/8", "5/4", "7/8")
 #: Job folders kept on disk (older ones are deleted when a new job starts).
 KEPT_JOBS = 8
+#: What the page does with an uploaded MIDI file.
+CONTINUE, ADD_TRACK, REGENERATE_TRACK = "continue it", "add a track", "regenerate a track"
+PROMPT_ACTIONS = (CONTINUE, ADD_TRACK, REGENERATE_TRACK)
+#: The units of the length (``events``, or ``seconds`` / ``bars`` of the ``length`` box).
+LENGTH_UNITS = ("events", "seconds", "bars")
+DEFAULT_LENGTH = 30.0
 
 _CSS = """
 #met-status .met-progress { display: flex; gap: 0.75em; align-items: center; }
@@ -75,8 +84,41 @@ def key_choices() -> list[str]:
     return [key_signature_name(sf, mi) for mi in (0, 1) for sf in range(-7, 8)]
 
 
+def new_track_choices() -> list[tuple[str, str]]:
+    """``(label, add_track value)`` of every track the page can add: the General MIDI instruments, then the drum
+    kits."""
+    return [(name, name) for name in INSTRUMENT_NAMES] + [(f"Drum kit: {kit}", kit) for kit in DRUM_KITS.values()]
+
+
+def track_choices(rows: Any) -> list[tuple[str, int]]:
+    """``(label, track number)`` of each track with notes in encoded rows ``(n, 8)``, numbered as
+    ``midi-event-transformer tokenize`` shows them: ``"1: Violin (channel 2, 24 notes)"``."""
+    from .midi_writing import row_to_event
+    from .vocabulary import EVENT_PARAMETERS
+
+    notes: dict[int, int] = {}
+    channels: dict[int, int] = {}
+    patches: dict[tuple[int, int], int] = {}
+    for row in rows.tolist():
+        event = row_to_event(row)
+        if event is None:
+            continue
+        values = dict(zip(EVENT_PARAMETERS[event[0]], event[1:], strict=True))
+        if event[0] == "note":
+            notes[values["track"]] = notes.get(values["track"], 0) + 1
+            channels.setdefault(values["track"], values["channel"])
+        elif event[0] == "patch_change":
+            patches.setdefault((values["track"], values["channel"]), values["patch"])
+    choices = []
+    for track in sorted(notes):
+        channel = channels[track]
+        sound = "drums" if channel == DRUM_CHANNEL else instrument_name(patches.get((track, channel), 0))
+        choices.append((f"{track}: {sound} (channel {channel + 1}, {notes[track]} notes)", track))
+    return choices
+
+
 # ----------------------------------------------------------------------------------------- status line
-def _status_html(text: str, *, error: bool = False, done: int | None = None, total: int | None = None) -> str:
+def _status_html(text: str, *, error: bool = False, done: float | None = None, total: float | None = None) -> str:
     message = f'<p class="{"met-error" if error else "met-message"}" role="{"alert" if error else "status"}">' \
               f"{html.escape(text)}</p>"
     if done is None or total is None:
@@ -84,11 +126,30 @@ def _status_html(text: str, *, error: bool = False, done: int | None = None, tot
     return f'<div class="met-progress"><progress value="{done}" max="{total}"></progress></div>{message}'
 
 
+def _time_text(amount: float, unit: str) -> str:
+    return f"{amount:.1f} s" if unit == "s" else f"{amount:.2f} bars"
+
+
+def _progress_bar(update: JobUpdate) -> tuple[float, float]:
+    """``(value, max)`` of the progress bar: the musical time reached when the length is in time, else events."""
+    if update.time_total is not None:
+        return round(update.time_done or 0.0, 2), round(update.time_total, 2)
+    if update.events_total is not None:
+        return update.events_done, update.events_total
+    return 0, 1  # not known yet (a track edit before its prompt is read)
+
+
 def _progress_html(update: JobUpdate) -> str:
+    done, total = _progress_bar(update)
     if update.stage == "loading":
-        return _status_html("loading the model ...", done=0, total=update.events_total)
-    return _status_html(f"{update.events_done} / {update.events_total} events, "
-                        f"{update.events_per_second:.1f} events/s", done=update.events_done, total=update.events_total)
+        return _status_html("loading the model ...", done=0, total=total)
+    speed = f"{update.events_per_second:.1f} events/s"
+    if update.time_total is not None:
+        return _status_html(f"{update.events_done} events, {_time_text(update.time_done or 0.0, update.time_unit)} "
+                            f"of {_time_text(update.time_total, update.time_unit)}, {speed}", done=done, total=total)
+    if update.events_total is None:
+        return _status_html(f"{update.events_done} events, {speed}", done=done, total=total)
+    return _status_html(f"{update.events_done} / {update.events_total} events, {speed}", done=done, total=total)
 
 
 def _error_text(error: BaseException) -> str:
@@ -110,8 +171,13 @@ class _Widgets:
     time_signature: Any
     key: Any
     prompt_file: Any
+    prompt_action: Any
     prompt_events: Any
+    new_track: Any
+    regenerate_track: Any
+    length_unit: Any
     events: Any
+    length: Any
     temperature: Any
     top_p: Any
     top_k: Any
@@ -136,14 +202,38 @@ class _Widgets:
             return kind(v[name])
 
         seed = secrets.randbelow(2**31) if v["random_seed"] or v["seed"] is None else number("seed")
-        request = AppRequest(model=v["model"] or None, events=number("events"),
-                             temperature=number("temperature", float), top_p=number("top_p", float),
-                             top_k=number("top_k"), seed=seed, num_samples=number("num_samples"),
-                             disable_control_change=bool(v["no_control_change"]))
+        request = AppRequest(model=v["model"] or None, temperature=number("temperature", float),
+                             top_p=number("top_p", float), top_k=number("top_k"), seed=seed,
+                             num_samples=number("num_samples"), disable_control_change=bool(v["no_control_change"]))
+        unit = v["length_unit"] or "events"
+        if unit == "events":
+            request.events = number("events")
+        elif unit in LENGTH_UNITS:
+            if v["length"] is None:
+                raise ValueError(f"the length in {unit} is empty")
+            request.events = None  # the length in time ends the piece
+            setattr(request, unit, float(v["length"]))
+        else:
+            raise ValueError(f"unknown length unit {unit!r}; choose one of {', '.join(LENGTH_UNITS)}")
         if v["mode"] == "continue":
+            action = v["prompt_action"] or CONTINUE
             if not v["prompt_file"]:
-                raise ValueError("upload a MIDI file to continue (or choose the New piece tab)")
-            request.prompt, request.prompt_events = v["prompt_file"], number("prompt_events")
+                raise ValueError(f"upload a MIDI file to {action.removesuffix(' it')} "
+                                 "(or choose the New piece tab)")
+            request.prompt = v["prompt_file"]
+            if action == CONTINUE:
+                request.prompt_events = number("prompt_events")
+            elif action == ADD_TRACK:
+                if not v["new_track"]:
+                    raise ValueError("choose the new track's instrument or drum kit")
+                request.add_track = v["new_track"]
+            elif action == REGENERATE_TRACK:
+                if v["regenerate_track"] in (None, ""):
+                    raise ValueError("choose the track to regenerate (the file's tracks are listed once it is "
+                                     "uploaded)")
+                request.regenerate_track = int(v["regenerate_track"])
+            else:
+                raise ValueError(f"unknown action {action!r}; choose one of {', '.join(PROMPT_ACTIONS)}")
         else:
             request.instruments = list(v["instruments"] or [])
             request.drum_kit, request.time_signature, request.key = (
@@ -211,8 +301,10 @@ class MidiApp:
                                  concurrency_limit=1, concurrency_id="generate", show_progress="minimal",
                                  show_progress_on=[results.status])
             stop.click(lambda: _status_html("Stopped."), None, results.status, cancels=[run], queue=False)
-            widgets.prompt_file.upload(self._check_upload, inputs=[widgets.prompt_file, widgets.prompt_events],
-                                       outputs=[results.status])
+            widgets.prompt_file.upload(self._check_upload, inputs=[widgets.prompt_file, widgets.prompt_action,
+                                                                   widgets.prompt_events],
+                                       outputs=[results.status, widgets.regenerate_track])
+            widgets.prompt_file.clear(lambda: gr.update(choices=[], value=None), None, widgets.regenerate_track)
         return blocks
 
     def _inputs(self) -> _Widgets:
@@ -239,13 +331,34 @@ class MidiApp:
             with gr.Tab("Continue a MIDI file", elem_id="met-tab-continue") as continue_tab:
                 prompt_file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
                                       elem_id="met-prompt-file")
+                prompt_action = gr.Radio(list(PROMPT_ACTIONS), value=CONTINUE, label="With the file",
+                                         info="a track edit uses the whole file and ends where it ends",
+                                         elem_id="met-prompt-action")
                 prompt_events = gr.Slider(1, MAX_EVENTS, value=DEFAULT_PROMPT_EVENTS, step=1,
                                           label="Events of the file to keep (BOS included)",
                                           elem_id="met-prompt-events")
+                new_track = gr.Dropdown(new_track_choices(), value=None, filterable=True, visible=False,
+                                        label="New track", info="type to search the General MIDI list or a drum kit",
+                                        elem_id="met-new-track")
+                regenerate_track = gr.Dropdown([], value=None, visible=False, label="Track to regenerate",
+                                               info="tracks with notes, numbered as midi-event-transformer "
+                                                    "tokenize shows them", elem_id="met-regenerate-track")
         new_tab.select(lambda: "new", None, mode)
         continue_tab.select(lambda: "continue", None, mode)
+        prompt_action.change(lambda action: (gr.update(visible=action == CONTINUE),
+                                             gr.update(visible=action == ADD_TRACK),
+                                             gr.update(visible=action == REGENERATE_TRACK)),
+                             prompt_action, [prompt_events, new_track, regenerate_track], queue=False)
+        with gr.Row():
+            length_unit = gr.Radio(list(LENGTH_UNITS), value="events", label="Length in",
+                                   info="with a track edit, events: the new track's at most", elem_id="met-length-unit")
+            length = gr.Number(value=DEFAULT_LENGTH, minimum=0, label="Seconds or bars", visible=False,
+                               elem_id="met-length")
         events = gr.Slider(1, MAX_EVENTS, value=DEFAULT_EVENTS, step=1, label="Events to generate",
                            elem_id="met-events")
+        length_unit.change(lambda unit: (gr.update(visible=unit == "events"),
+                                         gr.update(visible=unit != "events", label=f"Length in {unit}")),
+                           length_unit, [events, length], queue=False)
         with gr.Accordion("Sampling", open=True):
             with gr.Row():
                 temperature = gr.Slider(0.1, 2.0, value=DEFAULT_TEMPERATURE, step=0.01, label="Temperature",
@@ -259,8 +372,9 @@ class MidiApp:
                 num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples", elem_id="met-samples")
             no_control_change = gr.Checkbox(value=False, label="No control change (pedal, volume, ...)",
                                             elem_id="met-no-control-change")
-        return _Widgets(model, mode, instruments, drum_kit, bpm, time_signature, key, prompt_file, prompt_events,
-                        events, temperature, top_p, top_k, seed, random_seed, num_samples, no_control_change)
+        return _Widgets(model, mode, instruments, drum_kit, bpm, time_signature, key, prompt_file, prompt_action,
+                        prompt_events, new_track, regenerate_track, length_unit, events, length, temperature, top_p,
+                        top_k, seed, random_seed, num_samples, no_control_change)
 
     def _outputs(self, seed: Any) -> _Results:
         gr = self.gr
@@ -283,18 +397,24 @@ class MidiApp:
         return _Results(status, live_roll, seed, groups, midi_files, piano_rolls, audios, notes)
 
     # ------------------------------------------------------------------ handlers
-    def _check_upload(self, path: str | None, prompt_events: float) -> str:
-        """Read the uploaded file at once, so that a file that is not MIDI is reported before Generate."""
+    def _check_upload(self, path: str | None, action: str | None, prompt_events: float) -> tuple[str, Any]:
+        """Read the uploaded file at once, so that a file that is not MIDI is reported before Generate, and list
+        its tracks for "regenerate a track"."""
         from .prompts import prompt_from_midi
 
+        no_tracks = self.gr.update(choices=[], value=None)
         if not path:
-            return _status_html("Choose the options and press Generate.")
+            return _status_html("Choose the options and press Generate."), no_tracks
         try:
             rows = prompt_from_midi(path, None, tokenizer=self.models.tokenizer())
         except (ValueError, TypeError) as error:
-            return _status_html(_error_text(error), error=True)
-        kept = min(len(rows), int(prompt_events or DEFAULT_PROMPT_EVENTS))
-        return _status_html(f"{Path(path).name}: {len(rows) - 1} events; the first {kept - 1} are continued.")
+            return _status_html(_error_text(error), error=True), no_tracks
+        tracks = track_choices(rows)
+        text = f"{Path(path).name}: {len(rows) - 1} events, tracks with notes: " + (
+            "; ".join(label for label, _ in tracks) or "none") + "."
+        if (action or CONTINUE) == CONTINUE:
+            text += f" The first {min(len(rows), int(prompt_events or DEFAULT_PROMPT_EVENTS)) - 1} are continued."
+        return _status_html(text), self.gr.update(choices=tracks, value=tracks[0][1] if tracks else None)
 
     def _job_dir(self) -> Path:
         jobs = sorted((p for p in self.output_dir.glob("job-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
@@ -324,7 +444,7 @@ class MidiApp:
             return
         directory = self._job_dir()
         hidden = {group: gr.update(visible=False) for group in results.groups}
-        yield {results.status: _status_html("waiting for the model ...", done=0, total=request.events),
+        yield {results.status: _status_html("waiting for the model ...", done=0, total=request.events or 1),
                results.live_roll: gr.update(value=None, visible=True), **hidden}
         job = GenerationJob(request, self.models).start()
         frames = 0
@@ -351,10 +471,12 @@ class MidiApp:
             if job.running:  # the page went away or Stop was pressed
                 job.cancel()
         events = [len(rows) - 1 for rows in job.preview.snapshot()]
+        seconds = ", ".join(f"{midi.length:.1f}" for midi in midis)
+        done, total = _progress_bar(job.progress())
         page = {results.status: _status_html(
                     f"Done: {len(samples)} sample(s), seed {request.seed}, {', '.join(map(str, events))} events "
-                    f"(prompt included), {job.preview.events_per_second():.1f} events/s.",
-                    done=job.preview.events_done, total=request.events),
+                    f"(prompt included), {seconds} s, {job.preview.events_per_second():.1f} events/s.",
+                    done=done, total=total),
                 results.live_roll: gr.update(visible=False), results.seed: request.seed}  # the samples' own rolls
         for index in range(MAX_SAMPLES):
             sample = samples[index] if index < len(samples) else None

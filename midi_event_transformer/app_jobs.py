@@ -5,8 +5,9 @@ from a :class:`ModelStore` and runs a :class:`GenerationJob`:
 
 * the job calls :func:`~midi_event_transformer.pipeline.generate_midi` in a worker thread, with a
   :class:`LivePreview` streamer that gathers every sample's finished events as they come;
-* :meth:`GenerationJob.updates` yields :class:`JobUpdate` snapshots (events so far, events/s, and now and then
-  a frame: the rows of every sample so far, for a live piano roll) until the worker is done;
+* :meth:`GenerationJob.updates` yields :class:`JobUpdate` snapshots (events so far, events/s, the musical time
+  reached when the length is in seconds / bars or a track is edited, and now and then a frame: the rows of every
+  sample so far, for a live piano roll) until the worker is done;
 * :func:`write_samples` then writes each sample's ``.mid``, piano-roll PNG and (with fluidsynth) WAV.
 
 Example::
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 from transformers.generation.streamers import BaseStreamer
 
+from .musical_time import MusicalClock, TimeLimit
 from .pipeline import (
     DEFAULT_EVENTS,
     DEFAULT_TEMPERATURE,
@@ -50,7 +52,8 @@ logger = logging.getLogger(__name__)
 
 #: Longer pieces get no audio (a WAV of 16-bit stereo at 44.1 kHz takes about 10 MB a minute).
 MAX_AUDIO_SECONDS = 600.0
-#: How many live piano-roll frames a generation hands out (one every ``ceil(events / PREVIEW_FRAMES)`` events).
+#: How many live piano-roll frames a generation hands out (one every ``ceil(events / PREVIEW_FRAMES)`` events, or
+#: every ``1 / PREVIEW_FRAMES`` of the length in musical time).
 PREVIEW_FRAMES = 10
 
 
@@ -61,22 +64,35 @@ class AppRequest:
 
     Attributes:
         model: a model directory or Hub id; None for the app's model (``--model``, or the embedded one).
-        prompt: a MIDI file to continue (the new-piece options below must then be None / empty).
-        prompt_events: how many of the prompt's events to keep (BOS included); None for the default.
+        prompt: a MIDI file to continue, or to add / regenerate a track in (the new-piece options below must then
+            be None / empty).
+        prompt_events: how many of the prompt's events to keep (BOS included); None for the default (and with a
+            track edit, which uses the whole prompt).
+        add_track: add a track to ``prompt``: a General MIDI instrument name or program, or a drum kit name.
+        regenerate_track: write the prompt's track of this number (as ``midi-event-transformer tokenize`` shows
+            it) again.
         instruments, drum_kit, bpm, time_signature, key: the new piece's controls (see :func:`generate_midi`).
-        events, temperature, top_p, top_k, seed, num_samples, disable_control_change: as in :func:`generate_midi`
+        events: events to generate (with a track edit: the new track's events at most); None: no limit but
+            ``seconds`` / ``bars`` (or the prompt's end).
+        seconds, bars: the length in musical time (at most one; from the prompt's end, from the start with a track
+            edit).
+        temperature, top_p, top_k, seed, num_samples, disable_control_change: as in :func:`generate_midi`
             (``seed`` is required here: the files are named after it).
     """
 
     model: str | None = None
     prompt: str | os.PathLike | None = None
     prompt_events: int | None = None
+    add_track: str | int | None = None
+    regenerate_track: int | None = None
     instruments: list[str] = field(default_factory=list)
     drum_kit: str | None = None
     bpm: float | None = None
     time_signature: str | None = None
     key: str | None = None
-    events: int = DEFAULT_EVENTS
+    events: int | None = DEFAULT_EVENTS
+    seconds: float | None = None
+    bars: float | None = None
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = DEFAULT_TOP_P
     top_k: int = DEFAULT_TOP_K
@@ -88,10 +104,23 @@ class AppRequest:
         """The keyword arguments of :func:`generate_midi` (all but the model, tokenizer and streamer)."""
         return dict(
             prompt=None if self.prompt is None else os.fspath(self.prompt), prompt_events=self.prompt_events,
+            add_track=self.add_track, regenerate_track=self.regenerate_track,
             instruments=list(self.instruments) or None, drum_kit=self.drum_kit, bpm=self.bpm,
-            time_signature=self.time_signature, key=self.key, events=self.events, temperature=self.temperature,
+            time_signature=self.time_signature, key=self.key, events=self.events, seconds=self.seconds,
+            bars=self.bars, temperature=self.temperature,
             top_p=self.top_p, top_k=self.top_k, seed=self.seed, num_samples=self.num_samples,
             disable_control_change=self.disable_control_change, progress=False)
+
+    @property
+    def edits_track(self) -> bool:
+        return self.add_track is not None or self.regenerate_track is not None
+
+    @property
+    def time_limit(self) -> TimeLimit | None:
+        """The length in musical time, or None (raises as ``generate_midi`` on both or a bad value)."""
+        if self.seconds is None and self.bars is None:
+            return None
+        return TimeLimit(seconds=self.seconds, bars=self.bars)
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -143,45 +172,78 @@ class GenerationCancelled(Exception):
 
 
 class _SampleRows(MidiEventStreamer):
-    """One sample's finished rows (``self.rows``, BOS and prompt included); nothing else to do per event."""
+    """One sample's finished rows (``self.rows``, BOS and prompt included) and the musical time they reach
+    (``clock``: after the last event; ``start``: after the prompt)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = MusicalClock()
+        self.start: MusicalClock | None = None
 
     def on_event(self, row: np.ndarray, from_prompt: bool) -> None:
-        pass
+        self.clock.advance(row)
 
 
 class LivePreview(BaseStreamer):
     """A streamer for ``generate_midi(streamer=...)`` with several samples: their events so far, and frames.
 
     Each sample's tokens go to a :class:`~midi_event_transformer.streamers.MidiEventStreamer` of its own (rows of 8,
-    EOS ends that sample). Every ``frame_every`` generated events a frame (the rows of every sample so far) is put
-    in ``frames``, a queue of one: when the page has not taken the previous frame yet, generation waits for it (at
+    EOS ends that sample). A frame (the rows of every sample so far) is put in ``frames``, a queue of one, every
+    ``frame_every`` generated events or, when the length is in musical time (``time_total``), every
+    ``time_total / frames`` of it: when the page has not taken the previous frame yet, generation waits for it (at
     most ``frame_timeout`` seconds, then that frame is dropped), so that even a fast generation shows the piece
     growing, at a cost of at most ``frames`` drawings.
 
     Args:
         num_samples: the batch size of the generation.
-        events: the events asked for (the progress bar's total).
+        events: the events asked for (the progress bar's total), or None when the length is not in events.
         frames: about how many frames to hand out.
         frame_timeout: the longest wait for the page to take a frame.
+        limit: the length in seconds or bars (counted from the prompt's end): the progress then follows
+            :meth:`time_done` to ``limit.amount``.
     """
 
-    def __init__(self, num_samples: int, events: int, frames: int = PREVIEW_FRAMES,
-                 frame_timeout: float = 2.0) -> None:
+    def __init__(self, num_samples: int, events: int | None, frames: int = PREVIEW_FRAMES,
+                 frame_timeout: float = 2.0, limit: TimeLimit | None = None) -> None:
         self.samples = [_SampleRows() for _ in range(num_samples)]
         self.events_total = events
-        self.frame_every = max(1, math.ceil(events / max(1, frames)))
+        self.frame_count = max(1, frames)
+        self.frame_every = math.ceil(events / self.frame_count) if events else None
         self.frame_timeout = frame_timeout
         self.frames: Queue[list[np.ndarray]] = Queue(maxsize=1)
         self.tokens = 0  # generated token positions (the whole batch at once)
         self.started: float | None = None  # time.monotonic() when the prompt arrived
         self.finished = threading.Event()
         self.cancelled = threading.Event()
-        self._next_frame = self.frame_every
+        self.time_total: float | None = None
+        self.time_unit = "s"
+        if limit is not None:
+            self.set_time_total(limit.amount, "bars" if limit.bars is not None else "s")
+        self._next_frame = 1  # frames handed out so far + 1
+
+    def set_time_total(self, total: float, unit: str = "s") -> None:
+        """Follow the musical time reached, to ``total`` seconds (``unit="s"``) or bars (``"bars"``)."""
+        if unit not in ("s", "bars"):
+            raise ValueError(f"unit must be 's' or 'bars', got {unit!r}")
+        self.time_total, self.time_unit = float(total), unit
 
     @property
     def events_done(self) -> int:
         """Generated event positions so far (all samples advance together)."""
         return self.tokens // TOKENS_PER_EVENT
+
+    def time_done(self) -> float | None:
+        """The musical time (``time_unit``) the furthest sample has reached after its prompt, at most
+        ``time_total``; None when the progress is not in musical time."""
+        if self.time_total is None:
+            return None
+        reached = 0.0
+        for sample in self.samples:
+            if sample.start is not None:
+                clock, start = sample.clock, sample.start
+                reached = max(reached, clock.bars - start.bars if self.time_unit == "bars"
+                              else clock.seconds - start.seconds)
+        return min(reached, self.time_total)
 
     def events_per_second(self) -> float:
         """Generated events per second since the prompt arrived (0 before)."""
@@ -194,6 +256,18 @@ class LivePreview(BaseStreamer):
         return [np.stack(list(sample.rows)) if sample.rows else np.zeros((0, TOKENS_PER_EVENT), dtype=np.int64)
                 for sample in self.samples]
 
+    def _frame_due(self) -> bool:
+        if self.time_total is not None:
+            done = self.time_done() / max(self.time_total, 1e-9) * self.frame_count
+        elif self.frame_every is not None:
+            done = self.events_done / self.frame_every
+        else:
+            return False
+        if done < self._next_frame - 1e-9:
+            return False
+        self._next_frame = math.floor(done + 1e-9) + 1
+        return True
+
     def put(self, value: Any) -> None:
         if self.cancelled.is_set():
             raise GenerationCancelled("generation stopped")
@@ -204,6 +278,7 @@ class LivePreview(BaseStreamer):
             self.started = time.monotonic()
             for sample, prompt in zip(self.samples, ids, strict=True):
                 sample.put(prompt)
+                sample.start = sample.clock.copy()
             return
         ids = ids.reshape(-1)
         if ids.shape[0] != len(self.samples):
@@ -211,8 +286,7 @@ class LivePreview(BaseStreamer):
         for sample, token in zip(self.samples, ids, strict=True):
             sample.put(token)
         self.tokens += 1
-        if self.tokens % TOKENS_PER_EVENT == 0 and self.events_done >= self._next_frame:
-            self._next_frame += self.frame_every
+        if self.tokens % TOKENS_PER_EVENT == 0 and self._frame_due():
             try:
                 self.frames.put(self.snapshot(), timeout=self.frame_timeout)
             except Full:
@@ -231,16 +305,23 @@ class JobUpdate:
 
     Attributes:
         stage: ``"loading"`` (the model) or ``"generating"``.
-        events_done, events_total: generated events so far, and asked for.
+        events_done, events_total: generated events so far (with a track edit the kept events count too), and
+            asked for (None: the length is not in events).
         events_per_second: the generation's speed so far.
         frame: every sample's rows so far (``(n_i, 8)`` arrays) when a new frame is ready, else None.
+        time_done, time_total, time_unit: the musical time reached after the prompt and the length asked for, in
+            ``time_unit`` (``"s"`` or ``"bars"``), when the length is in seconds / bars or a track is edited (the
+            total is then the prompt's length in seconds); None otherwise.
     """
 
     stage: str
     events_done: int
-    events_total: int
+    events_total: int | None
     events_per_second: float
     frame: list[np.ndarray] | None = None
+    time_done: float | None = None
+    time_total: float | None = None
+    time_unit: str = "s"
 
 
 class GenerationJob:
@@ -257,7 +338,12 @@ class GenerationJob:
             raise TypeError(f"request must be an AppRequest, not {type(request).__name__}")
         self.request = request
         self.models = models
-        self.preview = LivePreview(request.num_samples, request.events, frames=frames)
+        try:
+            limit = request.time_limit
+        except (TypeError, ValueError):  # generate_midi reports it from the worker, as the other bad values
+            limit = None
+        self.preview = LivePreview(request.num_samples, None if request.edits_track else request.events,
+                                   frames=frames, limit=limit)
         self.tokenizer: Any = None
         self._midis: list | None = None
         self._error: BaseException | None = None
@@ -267,6 +353,8 @@ class GenerationJob:
     def _work(self) -> None:
         try:
             model, self.tokenizer = self.models.get(self.request.model)
+            if self.request.edits_track and self.preview.time_total is None:  # it ends where the prompt ends
+                self.preview.set_time_total(self._prompt_seconds())
             self._loaded.set()
             self._midis = generate_midi(model, self.tokenizer, streamer=self.preview,
                                         **self.request.generate_kwargs())
@@ -275,6 +363,12 @@ class GenerationJob:
         finally:
             self._loaded.set()
             self.preview.finished.set()
+
+    def _prompt_seconds(self) -> float:
+        """Where the prompt's last event starts, in seconds (a track edit's piece ends there)."""
+        from .prompts import prompt_from_midi
+
+        return MusicalClock.after(prompt_from_midi(self.request.prompt, None, tokenizer=self.tokenizer)).seconds
 
     def start(self) -> GenerationJob:
         """Start the worker thread; returns ``self``."""
@@ -294,9 +388,18 @@ class GenerationJob:
                 frame = preview.frames.get(timeout=poll_seconds)
             except Empty:
                 frame = None
-            stage = "generating" if self._loaded.is_set() else "loading"
-            yield JobUpdate(stage, preview.events_done, preview.events_total, preview.events_per_second(), frame)
+            yield self._update(frame)
         self._thread.join()
+
+    def _update(self, frame: list[np.ndarray] | None = None) -> JobUpdate:
+        preview = self.preview
+        return JobUpdate("generating" if self._loaded.is_set() else "loading", preview.events_done,
+                         preview.events_total, preview.events_per_second(), frame, preview.time_done(),
+                         preview.time_total, preview.time_unit)
+
+    def progress(self) -> JobUpdate:
+        """Where the job stands now (no frame)."""
+        return self._update()
 
     def cancel(self) -> None:
         """Stop the generation at its next token (``result`` then raises :class:`GenerationCancelled`)."""

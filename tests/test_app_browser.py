@@ -20,7 +20,7 @@ from pathlib import Path
 import mido
 import pytest
 import torch
-from generation_helpers import midi_bytes, programs, reloaded, tiny_model
+from generation_helpers import midi_bytes, notes_by_track, programs, reloaded, tiny_model
 
 from midi_event_transformer import EOS_ID, generate_midi
 from midi_event_transformer.app_jobs import audio_problem
@@ -244,6 +244,35 @@ def test_bad_input_is_reported_and_the_page_still_generates(page, shared_dir, tm
     notes = [m.note for track in continued.tracks for m in track if m.type == "note_on" and m.velocity]
     assert notes[:4] == [60, 64, 67, 72]  # the prompt comes first
     assert "Done: 1 sample(s), seed 3" in page.locator("#met-status").inner_text()
+
+
+def test_a_track_is_added_to_an_uploaded_file(page, model_dir, tmp_path):
+    song = mido.MidiFile(type=1, ticks_per_beat=480)
+    song.tracks.append(mido.MidiTrack([mido.Message("program_change", channel=0, program=73)]))
+    for pitch in (60, 64, 67, 72):
+        song.tracks[0] += [mido.Message("note_on", note=pitch, velocity=80),
+                           mido.Message("note_off", note=pitch, time=480)]
+    song.save(tmp_path / "flute.mid")
+    page.get_by_role("tab", name="Continue a MIDI file").click()
+    page.set_input_files("#met-prompt-file input[type=file]", str(tmp_path / "flute.mid"))
+    page.locator("#met-status", has_text="tracks with notes: 1: Flute (channel 1, 4 notes)").wait_for()
+    page.locator("#met-prompt-action").get_by_label("add a track").check()
+    choose(page, "met-new-track", "Violin")
+    set_number(page, "met-events", 16)  # the new track's events at most
+    set_seed(page, 5)
+    page.click("#met-generate")
+
+    path = download_sample(page, 0, tmp_path / "downloads")
+    added = reloaded(path)
+    tokenizer = MidiEventTransformerTokenizer()
+    before = notes_by_track(tokenizer.decode_midi(tokenizer.encode_midi(str(tmp_path / "flute.mid"))))
+    after = notes_by_track(added)
+    assert set(after) <= {1, 2} and after[1] == before[1]  # the flute is kept note for note
+    assert {(0, 73), (1, 40)} <= programs(added)  # and a violin joins it on the next channel
+    expected = generate_midi(str(model_dir), prompt=str(tmp_path / "flute.mid"), add_track="Violin", events=16,
+                             seed=5, progress=False)[0]
+    assert path.read_bytes() == midi_bytes(expected)
+    assert "Done: 1 sample(s), seed 5" in page.locator("#met-status").inner_text()
 
 
 def test_two_tabs_generating_at_once_both_get_their_own_files(browser, page, model_dir, tmp_path):

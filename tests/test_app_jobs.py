@@ -10,9 +10,18 @@ import mido
 import numpy as np
 import pytest
 import torch
-from generation_helpers import midi_bytes, programs, reloaded, save_tiny_model
+from generation_helpers import (
+    midi_bytes,
+    multitrack_song,
+    notes_by_track,
+    programs,
+    random_model,
+    reloaded,
+    save_tiny_model,
+)
 
 from midi_event_transformer import generate_midi
+from midi_event_transformer.app import track_choices
 from midi_event_transformer.app_jobs import (
     AppRequest,
     GenerationCancelled,
@@ -22,9 +31,11 @@ from midi_event_transformer.app_jobs import (
     audio_problem,
     write_samples,
 )
+from midi_event_transformer.musical_time import MusicalClock
 from midi_event_transformer.pipeline import generate_rows
 from midi_event_transformer.prompts import event_row
-from midi_event_transformer.vocabulary import BOS_ID, PAD_ID
+from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+from midi_event_transformer.vocabulary import BOS_ID, EOS_ID, PAD_ID
 
 torch.set_num_threads(1)
 
@@ -39,6 +50,26 @@ def models(model_dir) -> ModelStore:
     return ModelStore(str(model_dir), device="cpu")
 
 
+@pytest.fixture(scope="module")
+def loose_models(tmp_path_factory) -> ModelStore:
+    """A tiny random model whose scores are not sharpened (it moves on in time and writes notes), EOS suppressed:
+    for lengths in musical time and track edits, which end only when the piece reaches them."""
+    model = random_model()
+    model.generation_config.suppress_tokens = [EOS_ID]
+    directory = tmp_path_factory.mktemp("loose_model")
+    model.save_pretrained(directory)
+    MidiEventTransformerTokenizer().save_pretrained(directory)
+    return ModelStore(str(directory), device="cpu")
+
+
+@pytest.fixture()
+def song_file(tmp_path) -> Path:
+    """A two-bar piece in three tracks (piano, bass, drums) with a tempo change."""
+    path = tmp_path / "song.mid"
+    multitrack_song(bars=2).save(path)
+    return path
+
+
 def run(job: GenerationJob) -> list:
     """Every update of a started job (frames included), once it has finished."""
     return list(job.start().updates(poll_seconds=0.05))
@@ -51,6 +82,12 @@ def test_request_gives_generate_midi_arguments():
     assert kwargs["prompt"] is None and kwargs["time_signature"] is None and kwargs["progress"] is False
     assert AppRequest(prompt=Path("song.mid")).generate_kwargs()["prompt"] == "song.mid"
     assert AppRequest().generate_kwargs()["instruments"] is None  # none chosen: the model decides
+    kwargs = AppRequest(prompt="song.mid", add_track="Violin", events=None, seconds=12.5).generate_kwargs()
+    assert (kwargs["add_track"], kwargs["regenerate_track"], kwargs["events"], kwargs["seconds"], kwargs["bars"]) == (
+        "Violin", None, None, 12.5, None)
+    kwargs = AppRequest(prompt="song.mid", regenerate_track=2, bars=4).generate_kwargs()
+    assert (kwargs["add_track"], kwargs["regenerate_track"], kwargs["bars"]) == (None, 2, 4)
+    assert AppRequest(regenerate_track=2).edits_track and not AppRequest().edits_track
 
 
 def test_model_store_loads_once_and_reloads_on_another_name(models, model_dir, tmp_path):
@@ -97,6 +134,59 @@ def test_job_reports_a_bad_request_and_an_unreadable_prompt(models, tmp_path):
     run(job)
     with pytest.raises(ValueError, match="notes.mid"):
         job.result()
+
+
+def test_job_adds_a_track_and_keeps_the_others_note_for_note(loose_models, song_file):
+    request = AppRequest(prompt=song_file, add_track="Violin", events=None, seed=4)
+    job = GenerationJob(request, loose_models, frames=4)
+    updates = run(job)
+    (midi,) = job.result()
+    tokenizer = loose_models.tokenizer()
+    before = notes_by_track(tokenizer.decode_midi(tokenizer.encode_midi(str(song_file))))  # the round trip
+    after = notes_by_track(reloaded(midi))
+    assert set(after) == {*before, 4} and after[4]  # the new track (after tracks 1-3) has notes
+    assert all(after[track] == notes for track, notes in before.items())
+    assert (2, 40) in programs(midi)  # a violin on the first free channel (0, 1 and 9 are taken)
+    # the page's progress follows the time reached, up to where the prompt ends (a track edit ends there)
+    prompt_end = MusicalClock.after(tokenizer.encode_midi(str(song_file))).seconds
+    assert {u.time_total for u in updates if u.stage == "generating"} == {pytest.approx(prompt_end)}
+    assert all(u.events_total is None and u.time_unit == "s" for u in updates)
+    assert job.progress().time_done == pytest.approx(prompt_end)
+    assert 2 <= sum(u.frame is not None for u in updates) <= 4
+    assert [midi_bytes(m) for m in generate_midi(loose_models.default, **request.generate_kwargs())] == [
+        midi_bytes(midi)]  # a thin layer over generate_midi
+
+
+def test_job_with_a_length_in_seconds_gives_a_file_of_that_length(loose_models):
+    request = AppRequest(instruments=["Violin"], bpm=120, events=None, seconds=6.0, seed=2)
+    job = GenerationJob(request, loose_models, frames=3)
+    updates = run(job)
+    (midi,) = job.result()
+    tempo = max(m.tempo for track in midi.tracks for m in track if m.type == "set_tempo")
+    assert abs(reloaded(midi).length - 6.0) <= tempo / 1e6  # within one beat at the piece's tempo
+    assert all((u.time_total, u.time_unit, u.events_total) == (6.0, "s", None) for u in updates)
+    done = [u.time_done for u in updates]
+    assert done == sorted(done) and job.progress().time_done == pytest.approx(6.0, abs=tempo / 1e6)
+    assert 2 <= sum(u.frame is not None for u in updates) <= 3
+
+
+def test_job_reports_a_bad_track_edit(loose_models, song_file):
+    for request, message in ((AppRequest(prompt=song_file, regenerate_track=7, seed=0), "the prompt has no track 7"),
+                             (AppRequest(prompt=song_file, add_track="Not An Instrument", seed=0),
+                              "Not An Instrument"),
+                             (AppRequest(prompt=song_file, add_track="Violin", seconds=-1.0, seed=0),
+                              "seconds must be a positive number")):
+        job = GenerationJob(request, loose_models)
+        run(job)
+        with pytest.raises(ValueError, match=message):
+            job.result()
+
+
+def test_track_choices_number_the_tracks_as_tokenize_does(song_file):
+    rows = MidiEventTransformerTokenizer().encode_midi(str(song_file))
+    assert track_choices(rows) == [("1: Acoustic Grand Piano (channel 1, 16 notes)", 1),
+                                   ("2: Electric Bass (finger) (channel 2, 4 notes)", 2),
+                                   ("3: drums (channel 10, 8 notes)", 3)]
 
 
 def test_cancel_stops_the_generation(models):
@@ -163,8 +253,10 @@ def test_page_values_become_a_request():
 
     widgets = _Widgets(*[object() for _ in fields(_Widgets)])
     page = dict(model="", mode="new", instruments=["Violin"], drum_kit="none", bpm=0, time_signature="auto",
-                key="D minor", prompt_file=None, prompt_events=128, events=64.0, temperature=1, top_p=0.9, top_k=20,
-                seed=7, random_seed=False, num_samples=2, no_control_change=True)
+                key="D minor", prompt_file=None, prompt_action="continue it", prompt_events=128, new_track=None,
+                regenerate_track=None, length_unit="events", events=64.0, length=30, temperature=1, top_p=0.9,
+                top_k=20, seed=7, random_seed=False, num_samples=2, no_control_change=True)
+    assert list(page) == [f.name for f in fields(_Widgets)]
     request = widgets.request(list(page.values()))
     assert request == AppRequest(instruments=["Violin"], key="D minor", events=64, temperature=1.0, top_p=0.9,
                                  top_k=20, seed=7, num_samples=2, disable_control_change=True)
@@ -179,3 +271,24 @@ def test_page_values_become_a_request():
         widgets.request(list({**page, "mode": "continue"}.values()))
     with pytest.raises(ValueError, match="events is empty"):
         widgets.request(list({**page, "events": None}.values()))
+
+    def request(**changes):
+        return widgets.request(list({**page, **changes}.values()))
+
+    timed = request(length_unit="seconds", length=12.5)
+    assert (timed.events, timed.seconds, timed.bars) == (None, 12.5, None)
+    assert (request(length_unit="bars", length=8).bars, request(length_unit="bars", length=8).seconds) == (8.0, None)
+    with pytest.raises(ValueError, match="the length in seconds is empty"):
+        request(length_unit="seconds", length=None)
+    upload = dict(mode="continue", prompt_file="/tmp/x/song.mid")
+    added = request(**upload, prompt_action="add a track", new_track="Jazz", length_unit="seconds", length=20)
+    assert (added.prompt, added.add_track, added.regenerate_track, added.prompt_events, added.seconds) == (
+        "/tmp/x/song.mid", "Jazz", None, None, 20.0)
+    again = request(**upload, prompt_action="regenerate a track", regenerate_track=2)
+    assert (again.regenerate_track, again.add_track, again.prompt_events, again.events) == (2, None, None, 64)
+    with pytest.raises(ValueError, match="choose the new track's instrument"):
+        request(**upload, prompt_action="add a track")
+    with pytest.raises(ValueError, match="choose the track to regenerate"):
+        request(**upload, prompt_action="regenerate a track")
+    with pytest.raises(ValueError, match="upload a MIDI file to add a track"):
+        request(mode="continue", prompt_action="add a track", new_track="Violin")

@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         training["figures"]["notes"] = "; ".join(args.note)
     write_model_card(
         output, model_name="midi-event-transformer default model (small, POP909)",
+        repo_id="midi_event_transformer/default_model",  # in the package: midi_event_transformer.DEFAULT_MODEL
         summary="The small model shipped inside the midi-event-transformer package: what `midi-event-transformer "
                 "generate` uses when no `--model` is given. A two-level event transformer (event level 4 x 256, token "
                 "level 1 x 256) trained from scratch on POP909 piano arrangements.",

@@ -34,9 +34,9 @@ from .app_jobs import (
     GenerationJob,
     JobUpdate,
     ModelStore,
-    audio_problem,
     write_samples,
 )
+from .audio import audio_problem
 from .errors import InvalidMidiError
 from .general_midi import DRUM_CHANNEL, DRUM_KITS, INSTRUMENT_NAMES, instrument_name, key_signature_name
 from .pipeline import DEFAULT_EVENTS, DEFAULT_PROMPT_EVENTS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from transformers.generation.streamers import BaseStreamer
 
+from .generation_requests import PromptOptions
 from .musical_time import MusicalClock, TimeLimit
 from .pipeline import (
     DEFAULT_EVENTS,
@@ -112,15 +113,19 @@ class AppRequest:
             disable_control_change=self.disable_control_change, progress=False)
 
     @property
+    def prompt_options(self) -> PromptOptions:
+        """The prompt-side options of this request, as ``generate_midi`` reads them."""
+        return PromptOptions(add_track=self.add_track, regenerate_track=self.regenerate_track, seconds=self.seconds,
+                             bars=self.bars)
+
+    @property
     def edits_track(self) -> bool:
-        return self.add_track is not None or self.regenerate_track is not None
+        return self.prompt_options.edits_track
 
     @property
     def time_limit(self) -> TimeLimit | None:
         """The length in musical time, or None (raises as ``generate_midi`` on both or a bad value)."""
-        if self.seconds is None and self.bars is None:
-            return None
-        return TimeLimit(seconds=self.seconds, bars=self.bars)
+        return self.prompt_options.time_limit
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -429,18 +434,6 @@ class SampleFiles:
     note: str | None = None
 
 
-def audio_problem() -> str | None:
-    """Why audio cannot be rendered here (fluidsynth or a soundfont missing), or None when it can."""
-    from .audio import AudioRenderingError, find_fluidsynth, find_soundfont
-
-    try:
-        find_fluidsynth()
-        find_soundfont()
-    except AudioRenderingError as error:
-        return str(error)
-    return None
-
-
 def write_samples(midis: list, output_dir: str | os.PathLike, seed: int, *, piano_roll: bool = True,
                   audio: bool = False, max_audio_seconds: float = MAX_AUDIO_SECONDS) -> list[SampleFiles]:
     """Save each sample as ``generated_seed<seed>_<i>.mid`` (as the ``generate`` command names them) in
@@ -482,6 +475,5 @@ __all__ = [
     "LivePreview",
     "ModelStore",
     "SampleFiles",
-    "audio_problem",
     "write_samples",
 ]

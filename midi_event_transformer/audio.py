@@ -132,4 +132,15 @@ def render_audio(
     return wav_path
 
 
-__all__ = ["AudioRenderingError", "SOUNDFONT_PATHS", "find_fluidsynth", "find_soundfont", "render_audio"]
+def audio_problem() -> str | None:
+    """Why audio cannot be rendered here (fluidsynth or a soundfont missing), or None when it can."""
+    try:
+        find_fluidsynth()
+        find_soundfont()
+    except AudioRenderingError as error:
+        return str(error)
+    return None
+
+
+__all__ = ["AudioRenderingError", "SOUNDFONT_PATHS", "audio_problem", "find_fluidsynth", "find_soundfont",
+           "render_audio"]

@@ -23,7 +23,7 @@ import torch
 from generation_helpers import midi_bytes, notes_by_track, programs, reloaded, tiny_model
 
 from midi_event_transformer import EOS_ID, generate_midi
-from midi_event_transformer.app_jobs import audio_problem
+from midi_event_transformer.audio import audio_problem
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import EVENT_TYPE_IDS, parameter_range
 

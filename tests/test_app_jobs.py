@@ -28,9 +28,9 @@ from midi_event_transformer.app_jobs import (
     GenerationJob,
     LivePreview,
     ModelStore,
-    audio_problem,
     write_samples,
 )
+from midi_event_transformer.audio import audio_problem
 from midi_event_transformer.musical_time import MusicalClock
 from midi_event_transformer.pipeline import generate_rows
 from midi_event_transformer.prompts import event_row

@@ -8,7 +8,12 @@ import mido
 import numpy as np
 import pytest
 
-from midi_event_transformer.audio import AudioRenderingError, find_fluidsynth, find_soundfont, render_audio
+from midi_event_transformer.audio import (
+    AudioRenderingError,
+    audio_problem,
+    find_soundfont,
+    render_audio,
+)
 
 
 def one_second_chord(path):
@@ -21,16 +26,7 @@ def one_second_chord(path):
     return path
 
 
-def fluidsynth_available() -> str | None:
-    try:
-        find_fluidsynth()
-        find_soundfont()
-    except AudioRenderingError as error:
-        return str(error)
-    return None
-
-
-@pytest.mark.skipif(fluidsynth_available() is not None, reason=f"no audio rendering here: {fluidsynth_available()}")
+@pytest.mark.skipif(audio_problem() is not None, reason=f"no audio rendering here: {audio_problem()}")
 def test_renders_a_wav(tmp_path):
     path = render_audio(one_second_chord(tmp_path / "chord.mid"), tmp_path / "out" / "chord.wav", sample_rate=22050)
     with wave.open(str(path)) as wav:

@@ -18,6 +18,11 @@ event, with :class:`KeptTracksLogitsProcessor` and :class:`KeptTracksStoppingCri
   the next kept event" places *K* first, and the model goes on from there. Once the proposal differs from *K*
   by a valid token it is the model's event, and its later tokens are drawn again among the valid ones
   (rejection and redraw: the model's distribution restricted to events that start at or before *K*);
+* the model's events keep to the pace of the piece: at most ``TrackEditPlan.events_per_beat`` of them start in
+  one beat (the notes per beat of the prompt's busiest track, or of the regenerated track, rounded up). Once a
+  beat's share is written the model's next event starts in a later beat, so a model that does not know the new
+  track (its proposals are the kept tracks' events, redrawn onto the new track) still spreads it over the piece
+  instead of stacking its events on a few time points;
 * the piece ends after the last kept event (the prompt's end), or at a ``seconds`` / ``bars`` limit inside the
   prompt (the kept events before it, then the model until the limit).
 
@@ -78,6 +83,7 @@ class TrackEditPlan:
         track, channel, program: the track the model writes, its MIDI channel (0-based) and program.
         end_step: the step of a ``seconds`` / ``bars`` limit inside the prompt (the model may write until
             there), or None: the piece ends with its last kept event.
+        events_per_beat: the most model events that may start in one beat.
     """
 
     prompt_rows: np.ndarray
@@ -87,6 +93,13 @@ class TrackEditPlan:
     channel: int
     program: int
     end_step: int | None = None
+    events_per_beat: int = 4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.events_per_beat, bool) or not isinstance(self.events_per_beat, (int, np.integer)):
+            raise TypeError(f"events_per_beat must be an int, not {type(self.events_per_beat).__name__}")
+        if self.events_per_beat < 1:
+            raise ValueError(f"events_per_beat must be >= 1, got {self.events_per_beat}")
 
 
 def _steps(rows: np.ndarray) -> np.ndarray:
@@ -113,6 +126,16 @@ def _new_track_instrument(add_track: Any) -> tuple[int, bool]:
 
 def _tracks_with_notes(rows: np.ndarray) -> list[int]:
     return sorted({_value(row, _TRACK_SLOT, "track") for row in rows.tolist() if row[0] == _NOTE})
+
+
+def _notes_per_beat(rows: np.ndarray, steps: np.ndarray, tracks: Sequence[int]) -> int:
+    """The most notes per beat (over the piece's beats, rounded up) of any of ``tracks``."""
+    beats = int(steps.max()) // STEPS_PER_BEAT + 1
+    counts: dict[int, int] = {}
+    for row in rows.tolist():
+        if row[0] == _NOTE and _value(row, _TRACK_SLOT, "track") in tracks:
+            counts[_value(row, _TRACK_SLOT, "track")] = counts.get(_value(row, _TRACK_SLOT, "track"), 0) + 1
+    return max(1, -(-max(counts.values(), default=0) // beats))
 
 
 def plan_track_edit(rows: Any, *, add_track: str | int | None = None, regenerate_track: int | None = None,
@@ -171,11 +194,13 @@ def plan_track_edit(rows: Any, *, add_track: str | int | None = None, regenerate
         channel = next(_value(row, _CHANNEL_SLOT, "channel") for row in own if row[0] == _NOTE)
         program = next((_value(row, 5, "patch") for row in own
                         if row[0] == _PATCH and _value(row, _CHANNEL_SLOT, "channel") == channel), 0)
+        pace = _notes_per_beat(rows, steps, [track])
         keep = np.array([_value(row, _TRACK_SLOT, "track") != track for row in body.tolist()], dtype=bool)
         body, body_steps = body[keep], body_steps[keep]
         prompt_rows = setup  # its own setup (instrument, key) stays
     else:
         program, drums = _new_track_instrument(add_track)
+        pace = _notes_per_beat(rows, steps, with_notes)
         track = max(tracks) + 1
         if track >= PARAMETER_SIZES["track"]:
             raise ValueError(f"the prompt already uses the last track number ({PARAMETER_SIZES['track'] - 1})")
@@ -201,7 +226,7 @@ def plan_track_edit(rows: Any, *, add_track: str | int | None = None, regenerate
         new_setup.append(event_row("patch_change", **at_start, channel=channel, patch=program))
         prompt_rows = np.concatenate([setup, np.stack(new_setup)])
     return TrackEditPlan(prompt_rows=prompt_rows.copy(), kept_rows=body.copy(), kept_steps=body_steps.copy(),
-                         track=track, channel=channel, program=program, end_step=end_step)
+                         track=track, channel=channel, program=program, end_step=end_step, events_per_beat=pace)
 
 
 @dataclass
@@ -209,6 +234,8 @@ class _SampleState:
     step: int = 0  # start of the last event written
     cursor: int = 0  # index of the next kept event
     model_events: int = 0
+    model_beat: int = -1  # beat of the last model event, and how many model events started in it
+    model_beat_events: int = 0
     finished: bool = False
     expected: dict = field(default_factory=dict)  # (cursor, step) -> the next kept event's row after `step`
 
@@ -257,6 +284,9 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
                 state.step = event_step(state.step, row)
                 if _value(row, _TRACK_SLOT, "track") == plan.track:
                     state.model_events += 1
+                    beat = state.step // STEPS_PER_BEAT
+                    state.model_beat_events = state.model_beat_events + 1 if beat == state.model_beat else 1
+                    state.model_beat = beat
                 else:
                     state.cursor += 1
 
@@ -296,25 +326,38 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
         return state.expected[key]
 
     # ------------------------------------------------------------------ what the model may write
+    def _first_free_step(self, sample: int) -> int:
+        """The earliest step the model's next event may start at: the last event's, or the next beat's once
+        this beat holds ``events_per_beat`` model events."""
+        state, plan = self.states[sample], self.plans[sample]
+        beat = state.step // STEPS_PER_BEAT
+        if state.model_beat == beat and state.model_beat_events >= plan.events_per_beat:
+            return (beat + 1) * STEPS_PER_BEAT
+        return state.step
+
     def _valid_ids(self, sample: int, prefix: list[int]) -> range | list[int] | None:
         """Ids at slot ``len(prefix)`` that keep the model's event valid (None: any the grammar allows)."""
         state, plan = self.states[sample], self.plans[sample]
         slot = len(prefix)
         due = state.cursor < len(plan.kept_rows)
         kept_step = int(plan.kept_steps[state.cursor]) if due else None
-        beat, sub = divmod(state.step, STEPS_PER_BEAT)
+        beat = state.step // STEPS_PER_BEAT
+        first = self._first_free_step(sample)
         if slot == 0:
-            return self.model_types if due else [*self.model_types, EOS_ID]
+            if not due:
+                return [*self.model_types, EOS_ID]
+            return self.model_types if first <= kept_step else []
         if slot == 1:
             most = PARAMETER_SIZES["time1"] - 1
             if due:
                 most = min(most, kept_step // STEPS_PER_BEAT - beat)
-            return range(PARAMETER_OFFSETS["time1"], PARAMETER_OFFSETS["time1"] + most + 1)
+            return range(PARAMETER_OFFSETS["time1"] + first // STEPS_PER_BEAT - beat,
+                         PARAMETER_OFFSETS["time1"] + most + 1)
         if slot == 2:
-            beats = _value(prefix, 1, "time1")
-            low = sub if beats == 0 else 0
+            start = (beat + _value(prefix, 1, "time1")) * STEPS_PER_BEAT  # of the chosen beat
+            low = max(first - start, 0)
             high = STEPS_PER_BEAT - 1
-            if due and beat + beats == kept_step // STEPS_PER_BEAT:
+            if due and start // STEPS_PER_BEAT == kept_step // STEPS_PER_BEAT:
                 high = kept_step % STEPS_PER_BEAT
             return range(PARAMETER_OFFSETS["time2"] + low, PARAMETER_OFFSETS["time2"] + high + 1)
         if slot == _TRACK_SLOT:

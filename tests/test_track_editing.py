@@ -20,11 +20,13 @@ from generation_helpers import (
 
 from midi_event_transformer import DEFAULT_MODEL, generate_midi
 from midi_event_transformer.grammar import MidiGrammarLogitsProcessor
+from midi_event_transformer.musical_time import event_step
 from midi_event_transformer.pipeline import generate_rows
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.track_editing import (
     KeptTracksLogitsProcessor,
     KeptTracksStoppingCriteria,
+    TrackEditPlan,
     plan_track_edit,
 )
 from midi_event_transformer.vocabulary import (
@@ -68,6 +70,20 @@ def test_plan_of_an_added_track(song):
                                        PARAMETER_OFFSETS["patch"] + 40]
     assert setup[-2, 0] == EVENT_TYPE_IDS["key_signature"] and setup[-2, 4] == PARAMETER_OFFSETS["sf"] + 7 + 1  # G
     assert plan.kept_steps.tolist() == sorted(plan.kept_steps.tolist()) and plan.end_step is None
+    assert plan.events_per_beat == 2  # the busiest kept track: the 8th-note melody
+
+
+def test_pace_of_a_regenerated_track_is_its_own(song):
+    plan = plan_track_edit(TOKENIZER.encode_midi(song), regenerate_track=2)  # the bass: a note every 2 beats
+    assert plan.events_per_beat == 1
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (2.0, TypeError), (True, TypeError)])
+def test_plan_pace_is_checked(song, value, error):
+    plan = plan_track_edit(TOKENIZER.encode_midi(song), add_track="Violin")
+    with pytest.raises(error, match="events_per_beat"):
+        TrackEditPlan(plan.prompt_rows, plan.kept_rows, plan.kept_steps, plan.track, plan.channel, plan.program,
+                      events_per_beat=value)
 
 
 def test_plan_of_a_regenerated_track(song):
@@ -117,6 +133,27 @@ def test_added_track_keeps_every_kept_note_and_is_grammatical(song, loose_model)
         last_kept = max(note[0] for track in kept.values() for note in track)
         assert max(note[0] for note in new) <= last_kept  # the piece ends where the prompt ends
     assert notes_by_track(files[0])[4] != notes_by_track(files[1])[4]  # two samples, two violin parts
+
+
+MODEL_TYPES = (EVENT_TYPE_IDS["note"], EVENT_TYPE_IDS["control_change"])
+
+
+@pytest.mark.parametrize("events_per_beat", [1, 3])
+def test_the_new_track_keeps_the_pace(song, loose_model, monkeypatch, events_per_beat):
+    """No beat holds more new-track events than the plan allows, and the model still moves on in time."""
+    import midi_event_transformer.track_editing as track_editing
+
+    monkeypatch.setattr(track_editing, "_notes_per_beat", lambda rows, steps, tracks: events_per_beat)
+    (rows,) = generate_rows(loose_model, TOKENIZER, prompt=song, add_track="Violin", seed=4, events=80,
+                            progress=False)
+    assert grammar_problems(rows) == []
+    step, per_beat = 0, {}
+    for row in rows.tolist():
+        if row[0] in EVENT_TYPE_IDS.values():
+            step = event_step(step, row)
+            if row[3] == PARAMETER_OFFSETS["track"] + 4 and row[0] in MODEL_TYPES:  # not its setup at time 0
+                per_beat[step // 16] = per_beat.get(step // 16, 0) + 1
+    assert max(per_beat.values()) <= events_per_beat and len(per_beat) >= 4
 
 
 def test_sharpened_model_with_a_budget_still_keeps_the_kept_tracks(song):
@@ -212,6 +249,22 @@ def test_temperature_is_taken_into_account(song):
     assert out[EVENT_TYPE_IDS["note"]].item() == pytest.approx(0.6)
 
 
+def test_a_full_beat_sends_the_model_to_the_next_beat(song):
+    """With ``events_per_beat`` model events in this beat, the model's next event starts in a later beat; when
+    the next kept event is in this beat, it is the only event that can come."""
+    plan, processor, input_ids = _processor_at_first_event(song)
+    state = processor.states[0]
+    processor.sync(input_ids)
+    state.model_beat, state.model_beat_events = 0, plan.events_per_beat
+    out = edited(processor, input_ids, torch.randn(1, VOCAB_SIZE))  # the next kept note is at step 0
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [EVENT_TYPE_IDS["note"]]
+    state.cursor = next(i for i, step in enumerate(plan.kept_steps) if step >= 32)  # kept event 2+ beats on
+    prefix = torch.cat([input_ids, torch.tensor([[EVENT_TYPE_IDS["control_change"]]])], dim=1)
+    out = edited(processor, prefix, torch.randn(1, VOCAB_SIZE))
+    times = (torch.isfinite(out[0]).nonzero().flatten() - PARAMETER_OFFSETS["time1"]).tolist()
+    assert times[0] == 1  # not this beat (time1 = 0) any more
+
+
 def test_compact_call_matches_the_full_call(song):
     plan, processor, input_ids = _processor_at_first_event(song)
     other = KeptTracksLogitsProcessor([plan])
@@ -249,8 +302,6 @@ def test_embedded_model_keeps_the_tracks_it_adds_to():
 
 @needs_embedded_model
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 21: the shipped model spends a track edit's events at a few time points (chords "
-                          "early in the piece) instead of spreading the new track over the bars", strict=False)
 def test_embedded_model_adds_a_track_over_the_whole_piece():
     """The new track sounds in at least 75% of the prompt's bars."""
     song = multitrack_song(bars=8)

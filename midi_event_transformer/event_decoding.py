@@ -12,8 +12,9 @@ on the model's own [`MidiEventTransformerCache`] and weights:
 3. **forced pads are skipped**: once no row's event has parameters left, the remaining slots can only be
    pad under the MIDI grammar, so pad is appended without running the model.
 
-The layers are called leanly: the ``forward`` methods of the same modules, bound once, in the same operations
-as the model's forward (the same values within float rounding), on the cache's preallocated buffers.
+The layers run the same modules in the same operations as the model's forward (the same values within float
+rounding) without its per-call bookkeeping (masks, position ids, output objects), on the cache's preallocated
+buffers.
 When the processors are all "compact-safe" (the grammar, temperature, top-k, top-p, min-p, suppress-tokens,
 or any processor with a ``compact_call(input_ids, scores, offset)`` method) only the ``lm_head`` rows of the
 id range the grammar allows are computed and processed. Other
@@ -66,28 +67,25 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
 def _bound_norm(norm: nn.Module, dtype: torch.dtype):
-    """``norm``'s forward for inputs of ``dtype``: for float32 inputs and weight, the fused op it calls itself."""
+    """``norm`` for inputs of ``dtype``: for float32 inputs and weight, the fused op its forward ends in."""
     if isinstance(norm, MidiEventTransformerRMSNorm) and dtype == norm.weight.dtype == torch.float32:
         return partial(torch.rms_norm, normalized_shape=norm.weight.shape, weight=norm.weight,
                        eps=norm.variance_epsilon)
-    return norm.forward
+    return norm
 
 
 class _LeanLayer:
-    """A decoder layer's operations (as ``MidiEventTransformerDecoderLayer.forward``) on pre-bound ``forward``s.
+    """A decoder layer's operations, as ``MidiEventTransformerDecoderLayer.forward``, on a ``KeyValueBuffer``.
 
-    Binding the submodules' ``forward`` methods once skips module-call and attribute-lookup overhead per step;
-    wrapped Linear layers (LoRA, int8) keep working since their own ``forward`` is what gets bound.
+    The projections are the layer's own modules, so wrapped Linear layers (LoRA, int8) and module hooks work.
     """
 
     def __init__(self, layer: nn.Module, dtype: torch.dtype) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.input_norm = _bound_norm(layer.input_layernorm, dtype)
         self.post_norm = _bound_norm(layer.post_attention_layernorm, dtype)
-        self.q, self.k, self.v, self.o = (attn.q_proj.forward, attn.k_proj.forward, attn.v_proj.forward,
-                                          attn.o_proj.forward)
-        self.gate, self.up, self.down, self.act = (mlp.gate_proj.forward, mlp.up_proj.forward,
-                                                   mlp.down_proj.forward, mlp.act_fn)
+        self.q, self.k, self.v, self.o = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
+        self.gate, self.up, self.down, self.act = mlp.gate_proj, mlp.up_proj, mlp.down_proj, mlp.act_fn
         self.head_dim, self.scale = attn.head_dim, attn.scaling
         self.gqa = attn.num_heads != attn.num_key_value_heads
         self.attend = None if attn.implementation == "sdpa" else attn.attend
@@ -117,12 +115,12 @@ class _LeanLayer:
 
 
 class _LeanModel:
-    """The event step and token step of ``model`` on its cache, with pre-bound layers."""
+    """The event step and token step of ``model`` on its cache."""
 
     def __init__(self, model: Any, cache: MidiEventTransformerCache) -> None:
         self.cache = cache
         self.device = model.device
-        self.event_embed, self.token_embed = model.net.embed_tokens.forward, model.net_token.embed_tokens.forward
+        self.event_embed, self.token_embed = model.net.embed_tokens, model.net_token.embed_tokens
         self.token_inputs: dict[tuple[int, int], tuple] = {}  # (id, row) -> its token row, first layer's q, k, v
         dtype = model.net_token.embed_tokens.weight.dtype  # of the hidden states
         self.event_layers = [_LeanLayer(layer, dtype) for layer in model.net.layers]
@@ -140,7 +138,7 @@ class _LeanModel:
             valid = cache.append_event_flags(event.new_ones(event.shape[0], 1, dtype=torch.bool))  # (B, S)
             positions = cache.valid_event_count[:, None] - 1  # (B, 1): rotary position = real events before
             mask = valid[:, None, None, :] if cache.has_padding else None  # (B, 1, 1, S)
-            cos, sin = self.event_rotary.forward(positions, x.dtype)
+            cos, sin = self.event_rotary(positions, x.dtype)
         else:  # every row is at position num_events: no mask, one rotation for all rows
             cos, sin = self.event_rotary.span(cache.num_events, 1, x.dtype)  # (1, d) each
             cache.append_real_events(1)
@@ -240,7 +238,7 @@ class _Scorer:
                 product = self.span_products[lo, hi] = partial(F.linear, weight=self.lm_head.weight[lo:hi], bias=bias)
             scores = product(hidden)  # (B, hi - lo)
         else:  # quantized / adapted heads: full product, then the slice
-            scores = self.lm_head.forward(hidden)[:, lo:hi]
+            scores = self.lm_head(hidden)[:, lo:hi]
         if scores.dtype != torch.float32:
             scores = scores.float()
         # the span is the grammar unless a live row allows only part of it (finished rows: any finite score)

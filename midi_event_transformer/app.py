@@ -266,7 +266,7 @@ class MidiApp:
     Args:
         model: the model requests use by default: a loaded model, a directory, a Hub id, or None for the embedded
             model.
-        device, dtype: as in :func:`~midi_event_transformer.pipeline.load_model_and_tokenizer`.
+        device, dtype: as in :func:`~midi_event_transformer.model_loading.load_model_and_tokenizer`.
         output_dir: where generated files go (default: a temporary folder removed by :meth:`close`).
     """
 
@@ -514,7 +514,7 @@ def launch_app(model: Any = None, *, host: str = DEFAULT_HOST, port: int | None 
     Args:
         model: a loaded model, a directory, a Hub id, or None for the embedded model.
         host, port: where to serve (default ``127.0.0.1:7860``; ``port=None`` takes the first free one from 7860).
-        device, dtype: as in :func:`~midi_event_transformer.pipeline.load_model_and_tokenizer`.
+        device, dtype: as in :func:`~midi_event_transformer.model_loading.load_model_and_tokenizer`.
         launch_kwargs: ``prevent_thread_lock=True`` to return at once, ``quiet``, other ``gradio.Blocks.launch``
             arguments.
 

@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .model_loading import load_model_and_tokenizer
 from .musical_time import MusicalClock, TimeLimit, TimeLimitStoppingCriteria, cut_at_time_limit, end_midi_at
-from .pipeline import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
+from .prompts import build_prompt, prompt_from_midi, prompt_logits_processors
 from .sliding_window import default_context_events, generate_in_windows
+from .streamers import EventProgressStreamer, StreamerGroup
 from .track_editing import (
     KeptTracksLogitsProcessor,
     KeptTracksStoppingCriteria,
@@ -34,9 +36,82 @@ from .vocabulary import BOS_ID, EOS_ID, PAD_ID
 
 logger = logging.getLogger(__name__)
 
+#: Defaults of the public reference app (SkyTNT/midi-model ``app.py``).
+DEFAULT_EVENTS = 512
+DEFAULT_PROMPT_EVENTS = 128
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 0.94
+DEFAULT_TOP_K = 20
+
 #: Events generated at most per sample when only a length in seconds / bars or the end of a track edit bounds
 #: the piece (a model that never moves on in time stops here).
 OPEN_ENDED_MAX_EVENTS = 100_000
+
+
+def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_sampling(events: int, temperature: float, top_p: float, top_k: int, seed: int | None,
+                    num_samples: int) -> None:
+    _check_int("events", events, 1)
+    _check_int("top_k", top_k, 0)
+    _check_int("seed", seed, 0, allow_none=True)
+    _check_int("num_samples", num_samples, 1)
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+
+def _check_prompt_alone(**options: Any) -> None:
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise ValueError(f"a prompt cannot be combined with {', '.join(given)}: the prompt's own events set them "
+                         "(use one or the other)")
+
+
+def build_generation_prompt(tokenizer: Any = None, *, prompt: Any = None, prompt_events: int | None = None,
+                            instruments: Sequence[str | int] | str | None = None, drum_kit: str | int | None = None,
+                            bpm: float | None = None, time_signature: str | tuple[int, int] | None = None,
+                            key: str | tuple[int, int] | None = None,
+                            disable_control_change: bool = False) -> tuple[np.ndarray, list]:
+    """The prompt rows and the logits processors of a generation request (see :func:`generate_midi`).
+
+    Returns:
+        ``(rows, processors)``: ``rows`` ``(n_events, 8)`` int64 starting with BOS; ``processors`` a list of
+        ``LogitsProcessor`` (no patch change and only the prompt's channels when instruments are named; no
+        control change with ``disable_control_change``).
+
+    Raises:
+        ValueError: a prompt combined with instruments / drum kit / bpm / signatures, unknown names, bad values.
+        TypeError: arguments of the wrong type. InvalidMidiError: a prompt that is not a readable MIDI file.
+    """
+    if not isinstance(disable_control_change, bool):
+        raise TypeError(f"disable_control_change must be a bool, not {type(disable_control_change).__name__}")
+    if prompt is not None:
+        _check_prompt_alone(instruments=instruments, drum_kit=drum_kit, bpm=bpm, time_signature=time_signature,
+                            key=key)
+        rows = prompt_from_midi(prompt, DEFAULT_PROMPT_EVENTS if prompt_events is None else prompt_events,
+                                tokenizer=tokenizer)
+        return rows, prompt_logits_processors(allow_control_change=not disable_control_change)
+    if prompt_events is not None:
+        raise ValueError("prompt_events is only used with a prompt (the first events of a MIDI file)")
+    rows = build_prompt(instruments=instruments, drum_kit=drum_kit, bpm=bpm, time_signature=time_signature,
+                        key_signature=key)
+    processors = prompt_logits_processors(instruments=instruments, drum_kit=drum_kit,
+                                          allow_control_change=not disable_control_change)
+    return rows, processors
+
 
 
 def _check_number(name: str, value: Any, allow_none: bool = True) -> None:
@@ -75,8 +150,6 @@ class PromptOptions:
 
     def check(self) -> None:
         """Raise on options that cannot go together or bad values that need no model to see."""
-        from .pipeline import _check_int, _check_prompt_alone
-
         if not isinstance(self.disable_control_change, bool):
             raise TypeError(f"disable_control_change must be a bool, not {type(self.disable_control_change).__name__}")
         _check_number("seconds", self.seconds)
@@ -116,8 +189,6 @@ class SamplingOptions:
     streamer: Any = None
 
     def check(self) -> None:
-        from .pipeline import DEFAULT_EVENTS, _check_int, _check_sampling
-
         _check_sampling(DEFAULT_EVENTS if self.events is None else self.events, self.temperature, self.top_p,
                         self.top_k, self.seed, self.num_samples)
         _check_int("context_events", self.context_events, 2, allow_none=True)
@@ -166,8 +237,6 @@ def prepare_prompt(tokenizer: Any, options: PromptOptions) -> PreparedPrompt:
     Raises:
         ValueError / TypeError: as ``generate_midi``. InvalidMidiError: a prompt that is not a readable MIDI file.
     """
-    from .pipeline import build_generation_prompt
-    from .prompts import prompt_from_midi
 
     options.check()
     if options.edits_track:
@@ -184,8 +253,6 @@ def prepare_prompt(tokenizer: Any, options: PromptOptions) -> PreparedPrompt:
 
 def _max_events(prompts: Sequence[PreparedPrompt], sampling: SamplingOptions) -> tuple[int, bool]:
     """Events to generate at most per sample, and whether that bound is the caller's own."""
-    from .pipeline import DEFAULT_EVENTS
-
     options = prompts[0].options
     if options.edits_track:
         kept = max(len(p.plan.kept_rows) for p in prompts)
@@ -205,8 +272,6 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
     The prompts must come from the same :class:`PromptOptions` but for the prompt itself (the processors of the
     first are used for all). Returns the pieces prompt by prompt, ``num_samples`` each.
     """
-    from .pipeline import EventProgressStreamer, _StreamerGroup
-
     sampling.check()
     if not prompts:
         raise ValueError("no prompts to generate from")
@@ -228,7 +293,7 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
     streamer = EventProgressStreamer(max_events if bounded and not options.edits_track else None,
                                      disable=not sampling.progress)
     if sampling.streamer is not None:
-        streamer = _StreamerGroup([streamer, sampling.streamer])
+        streamer = StreamerGroup([streamer, sampling.streamer])
     run = dict(max_events=max_events, context_events=context, logits_processor=processors,
                stopping_criteria=criteria, streamer=streamer, do_sample=True,
                temperature=float(sampling.temperature), top_p=float(sampling.top_p), top_k=int(sampling.top_k),
@@ -256,10 +321,8 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
 
 def generate_pieces(model: Any, tokenizer: Any, prompt_options: PromptOptions, sampling: SamplingOptions, *,
                     device: Any = None, dtype: Any = None) -> tuple[list[GeneratedPiece], Any]:
-    """Check the options, load the model (see ``pipeline.load_model_and_tokenizer``), prepare the prompt and
+    """Check the options, load the model (see ``model_loading.load_model_and_tokenizer``), prepare the prompt and
     sample: ``(pieces, tokenizer)``. What ``generate_midi`` and the CLI run."""
-    from .pipeline import load_model_and_tokenizer
-
     prompt_options.check()
     sampling.check()
     prepared = None

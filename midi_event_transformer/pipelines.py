@@ -87,7 +87,7 @@ class MidiGenerationPipeline(Pipeline):
     def __init__(self, model: Any, tokenizer: Any = None, **kwargs: Any) -> None:
         super().__init__(model, tokenizer if tokenizer is not None else _tokenizer_for(model), **kwargs)
         if kwargs.get("dtype", kwargs.get("torch_dtype")) in (None, "auto"):  # as generate_midi loads a model
-            from .pipeline import default_compute_dtype
+            from .model_loading import default_compute_dtype
 
             compute_dtype = default_compute_dtype(self.model, self.model.device)
             if compute_dtype is not None:

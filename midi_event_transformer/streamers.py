@@ -7,7 +7,9 @@ each row as soon as it is complete:
 * [`MidiEventIteratorStreamer`] puts them in a thread-safe queue and is iterated from another thread (like
   transformers' ``TextIteratorStreamer``): ``(8,)`` int64 rows, or decoded dicts with ``decode=True``;
 * [`MidiFileStreamer`] rewrites a MIDI file with the events so far (decoded with the tokenizer's
-  ``decode_midi``), so the piece can be opened while it grows.
+  ``decode_midi``), so the piece can be opened while it grows;
+* [`EventProgressStreamer`] counts the events of the whole batch on a tqdm bar, and [`StreamerGroup`] hands
+  each call on to several streamers.
 
 BOS and EOS rows are framing, not events: they are never handed on (EOS ends the stream). Only batch size 1
 is supported, as for transformers' text streamers.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from queue import Queue
 from typing import Any
@@ -236,4 +239,52 @@ class MidiFileStreamer(MidiEventStreamer):
         self.saves += 1
 
 
-__all__ = ["MidiEventIteratorStreamer", "MidiEventStreamer", "MidiFileStreamer", "decode_row"]
+class EventProgressStreamer(BaseStreamer):
+    """A tqdm bar counting generated events (8 tokens each, the whole batch at once) and events per second.
+
+    Pass it as ``model.generate(streamer=...)``: the first ``put`` is the prompt (not counted), then one ``put``
+    per generated token position.
+    """
+
+    def __init__(self, total_events: int | None, disable: bool = False, description: str = "generating") -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total_events, desc=description, unit="event", disable=disable, dynamic_ncols=True)
+        self.prompt_seen = False
+        self.tokens = 0
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.tokens += 1
+        if self.tokens % TOKENS_PER_EVENT == 0:
+            self.bar.update(1)
+
+    def end(self) -> None:
+        self.bar.close()
+
+
+class StreamerGroup(BaseStreamer):
+    """Hands every ``put`` and ``end`` of ``generate`` to each of ``streamers``, in order."""
+
+    def __init__(self, streamers: Sequence[Any]) -> None:
+        self.streamers = list(streamers)
+
+    def put(self, value: Any) -> None:
+        for streamer in self.streamers:
+            streamer.put(value)
+
+    def end(self) -> None:
+        for streamer in self.streamers:
+            streamer.end()
+
+
+__all__ = [
+    "EventProgressStreamer",
+    "MidiEventIteratorStreamer",
+    "MidiEventStreamer",
+    "MidiFileStreamer",
+    "StreamerGroup",
+    "decode_row",
+]

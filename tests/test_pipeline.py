@@ -253,6 +253,19 @@ def test_cuda_requested_without_cuda(model_dir):
         generate_midi(str(model_dir), device="cuda", events=4, progress=False)
 
 
+@pytest.mark.parametrize("function", [generate_midi, generate_rows])
+def test_every_keyword_is_an_option_field(function):
+    """generate_midi / generate_rows hand each keyword to the PromptOptions / SamplingOptions field of its name."""
+    import dataclasses
+    import inspect
+
+    from midi_event_transformer.generation_requests import PromptOptions, SamplingOptions
+
+    fields = {f.name for cls in (PromptOptions, SamplingOptions) for f in dataclasses.fields(cls)}
+    parameters = set(inspect.signature(function).parameters)
+    assert parameters - {"model", "tokenizer", "device", "dtype"} == fields
+
+
 def test_missing_embedded_model_is_a_clear_error(monkeypatch, tmp_path):
     import midi_event_transformer
 

@@ -35,6 +35,8 @@ work: the state (next kept event, time, model events written) is kept per sample
 from __future__ import annotations
 
 import logging
+import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,11 +133,9 @@ def _tracks_with_notes(rows: np.ndarray) -> list[int]:
 def _notes_per_beat(rows: np.ndarray, steps: np.ndarray, tracks: Sequence[int]) -> int:
     """The most notes per beat (over the piece's beats, rounded up) of any of ``tracks``."""
     beats = int(steps.max()) // STEPS_PER_BEAT + 1
-    counts: dict[int, int] = {}
-    for row in rows.tolist():
-        if row[0] == _NOTE and _value(row, _TRACK_SLOT, "track") in tracks:
-            counts[_value(row, _TRACK_SLOT, "track")] = counts.get(_value(row, _TRACK_SLOT, "track"), 0) + 1
-    return max(1, -(-max(counts.values(), default=0) // beats))
+    notes = Counter(_value(row, _TRACK_SLOT, "track") for row in rows.tolist() if row[0] == _NOTE)
+    busiest = max((notes[track] for track in tracks), default=0)
+    return max(1, math.ceil(busiest / beats))
 
 
 def plan_track_edit(rows: Any, *, add_track: str | int | None = None, regenerate_track: int | None = None,

@@ -319,3 +319,25 @@ def test_event_loop_runs_bfloat16_and_int8_models(variant):
     greedy = model.generate(bos_prompt(), max_new_tokens=6 * K, do_sample=False)
     per_token = model.generate(bos_prompt(), max_new_tokens=6 * K, do_sample=False, event_loop=False)
     assert torch.equal(greedy, per_token)
+
+
+def test_each_mechanism_of_the_loop_keeps_the_greedy_output(model):
+    """Every mechanism ``scripts/bench_mechanisms.py`` switches off for its A/B leaves greedy output unchanged
+    (they change only how fast the same tokens come), in a batch of 2."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        from bench_mechanisms import MECHANISMS, switched_off
+    finally:
+        sys.path.pop(0)
+    expected = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False)
+    for mechanism in MECHANISMS:
+        with switched_off(mechanism):
+            assert torch.equal(model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False), expected), \
+                mechanism
+    torch.manual_seed(0)  # sampling through the token steps of pad slots and the plain warpers: still grammatical
+    with switched_off("skip_forced_pads"), switched_off("fused_top_k_top_p"):
+        sampled = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=True, top_k=20, top_p=0.9)
+    assert assert_grammatical(sampled[:, K:]) > 0

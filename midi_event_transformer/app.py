@@ -312,7 +312,7 @@ class MidiApp:
         model = gr.Textbox(label="Model", value=self.model_label if isinstance(self.models.default, str) else "",
                            placeholder=self.model_label, elem_id="met-model",
                            info="a model directory or Hugging Face Hub id; empty: " + self.model_label)
-        mode = gr.State("new")
+        mode = gr.Textbox("new", visible=False)  # the open tab; a page value (not gr.State, kept on the server)
         with gr.Tabs():
             with gr.Tab("New piece", elem_id="met-tab-new") as new_tab:
                 instruments = gr.Dropdown(list(INSTRUMENT_NAMES), multiselect=True, filterable=True, value=[],
@@ -343,8 +343,9 @@ class MidiApp:
                 regenerate_track = gr.Dropdown([], value=None, visible=False, label="Track to regenerate",
                                                info="tracks with notes, numbered as midi-event-transformer "
                                                     "tokenize shows them", elem_id="met-regenerate-track")
-        new_tab.select(lambda: "new", None, mode)
-        continue_tab.select(lambda: "continue", None, mode)
+        # set in the browser (no round trip to the server): a Generate pressed right after a tab change sees it
+        new_tab.select(None, None, mode, js="() => 'new'")
+        continue_tab.select(None, None, mode, js="() => 'continue'")
         prompt_action.change(lambda action: (gr.update(visible=action == CONTINUE),
                                              gr.update(visible=action == ADD_TRACK),
                                              gr.update(visible=action == REGENERATE_TRACK)),

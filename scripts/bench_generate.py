@@ -295,17 +295,19 @@ def _median_entry(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return entry
 
 
-def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` measured in a subprocess of this script: the spec (less the reference path) and its results,
-    or its last stderr line as ``error``."""
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", json.dumps(spec)],
+def run_job(script: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """``python script --job SPEC`` in a subprocess (a clean process per measurement): the JSON its last stdout
+    line holds, or ``{"error": its last stderr line}``."""
+    done = subprocess.run([sys.executable, os.path.abspath(script), "--job", json.dumps(spec)],
                           capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-    entry = {k: v for k, v in spec.items() if k != "reference_dir"}
     if done.returncode:
-        entry["error"] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-    else:
-        entry.update(json.loads(done.stdout.strip().splitlines()[-1]))
-    return entry
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` measured in a subprocess of this script: the spec (less the reference path) and its results."""
+    return {**{k: v for k, v in spec.items() if k != "reference_dir"}, **run_job(__file__, spec)}
 
 
 def _add_bound(entry: dict[str, Any], bandwidth_gb_per_s: float | None) -> None:

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from bench_generate import _EventClock  # scripts/ is on sys.path when a script runs
+from bench_generate import (  # scripts/ is on sys.path when a script runs
+    _EventClock,
+    _versions,
+    cpu_model,
+    run_job,
+)
 
 K = 8
 
@@ -76,21 +77,6 @@ def _job(spec: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def _cpu_model() -> str:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from build_default_model import cpu_name
-
-    return cpu_name()
-
-
-def _versions() -> dict[str, Any]:
-    import torch
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="a model directory or Hub id (default: the embedded model)")
@@ -108,19 +94,13 @@ def main() -> None:
     for events in args.lengths:
         spec = {"model": args.model, "config": args.config, "dtype": args.dtype, "events": events,
                 "context_events": args.context_events, "threads": args.threads}
-        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", json.dumps(spec)],
-                              capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-        entry = {"events_asked": events}
-        if done.returncode:
-            entry["error"] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-        else:
-            entry.update(json.loads(done.stdout.strip().splitlines()[-1]))
+        entry = {"events_asked": events, **run_job(__file__, spec)}
         print(json.dumps(entry), file=sys.stderr)
         runs.append(entry)
     model = args.config and f"random weights, {args.config}" or args.model or "embedded (DEFAULT_MODEL)"
     print(json.dumps({"settings": {"model": model, "dtype": args.dtype, "threads": args.threads, "eos": "banned",
                                    "sampling": {"temperature": 1.0, "top_p": 0.94, "top_k": 20}},
-                      "versions": _versions(), "runs": runs}, indent=2))
+                      "versions": {**_versions(None), "cpu": cpu_model()}, "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ from midi_event_transformer.model_card import write_model_card
 from midi_event_transformer.pianoroll import draw_piano_rolls
 from midi_event_transformer.pipeline import generate_midi
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generate import cpu_model  # noqa: E402
+
 logger = logging.getLogger("build_default_model")
 
 # What the shipped model does not know (its data is POP909's three piano parts, 4/4 pop).
@@ -65,16 +68,6 @@ LIMITATIONS = [
 # augmentation, constant lr after warmup, 3,473 steps), as measured for issue 18; shown beside this run's curve.
 ANCHOR_RECIPE_ON_SPLIT = {1000: 1.3296, 1500: 1.2217, 2000: 1.1750, 2500: 1.1206, 3000: 1.0844, 3473: 1.0776}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def save_stored_model(final_dir: Path, output: Path, dtype: torch.dtype) -> None:
@@ -107,7 +100,7 @@ def training_figures(run: Path, reference_step_s: float | None, threads: int | N
                      f"weight decay {train['weight_decay']:g}, grad clip {train['max_grad_norm']:g}",
         "precision": "bf16 autocast" if train["mixed_precision"] == "bf16" else "fp32",
         "augmentation": "pitch / velocity / tempo (tokenizer.augment)" if train_args["data"]["augment"] else "none",
-        "hardware": f"{cpu_name()}, {threads or train.get('num_threads') or os.cpu_count()} threads, no GPU",
+        "hardware": f"{cpu_model()}, {threads or train.get('num_threads') or os.cpu_count()} threads, no GPU",
         "step_time_s": round(elapsed / steps, 3),
     }
     if reference_step_s:

@@ -148,6 +148,16 @@ def set_seed(page, seed: int) -> None:
     set_number(page, "met-seed", seed)
 
 
+def flute_song(path: Path) -> None:
+    """Write a one-track file to ``path``: a flute (program 73) playing C, E, G, C' a beat each."""
+    song = mido.MidiFile(type=1, ticks_per_beat=480)
+    song.tracks.append(mido.MidiTrack([mido.Message("program_change", channel=0, program=73)]))
+    for pitch in (60, 64, 67, 72):
+        song.tracks[0] += [mido.Message("note_on", note=pitch, velocity=80),
+                           mido.Message("note_off", note=pitch, time=480)]
+    song.save(path)
+
+
 def download_sample(page, index: int, directory: Path) -> Path:
     link = page.locator(f"#met-sample-{index}-midi a").first
     link.wait_for(state="visible", timeout=RESULT_TIMEOUT_MS)
@@ -228,12 +238,7 @@ def test_bad_input_is_reported_and_the_page_still_generates(page, shared_dir, tm
     page.locator("#met-status .met-error", has_text="denominator must be a power of two, got 3 in 7/3").wait_for()
 
     page.get_by_role("tab", name="Continue a MIDI file").click()
-    song = mido.MidiFile(type=1, ticks_per_beat=480)
-    song.tracks.append(mido.MidiTrack([mido.Message("program_change", channel=0, program=73)]))
-    for pitch in (60, 64, 67, 72):
-        song.tracks[0] += [mido.Message("note_on", note=pitch, velocity=80),
-                           mido.Message("note_off", note=pitch, time=480)]
-    song.save(tmp_path / "flute.mid")
+    flute_song(tmp_path / "flute.mid")
     page.locator("#met-prompt-file button[aria-label='Clear']").click()
     page.set_input_files("#met-prompt-file input[type=file]", str(tmp_path / "flute.mid"))
     page.locator("#met-status", has_text="flute.mid: ").wait_for()
@@ -248,12 +253,7 @@ def test_bad_input_is_reported_and_the_page_still_generates(page, shared_dir, tm
 
 
 def test_a_track_is_added_to_an_uploaded_file(page, model_dir, tmp_path):
-    song = mido.MidiFile(type=1, ticks_per_beat=480)
-    song.tracks.append(mido.MidiTrack([mido.Message("program_change", channel=0, program=73)]))
-    for pitch in (60, 64, 67, 72):
-        song.tracks[0] += [mido.Message("note_on", note=pitch, velocity=80),
-                           mido.Message("note_off", note=pitch, time=480)]
-    song.save(tmp_path / "flute.mid")
+    flute_song(tmp_path / "flute.mid")
     page.get_by_role("tab", name="Continue a MIDI file").click()
     page.set_input_files("#met-prompt-file input[type=file]", str(tmp_path / "flute.mid"))
     page.locator("#met-status", has_text="tracks with notes: 1: Flute (channel 1, 4 notes)").wait_for()

@@ -26,32 +26,32 @@ _LAZY_EXPORTS: dict[str, str] = {
     "MidiEventTransformerPreTrainedModel": "modeling_midi_event_transformer",
     "MidiEventTransformerForCausalLM": "modeling_midi_event_transformer",
     "MidiEventTransformerCache": "cache_midi_event_transformer",
-    "convert_skytnt_checkpoint": "convert_skytnt",
-    "DataCollatorForMidiEvents": "data",
-    "generate_midi": "pipeline",
-    "MidiGenerationPipeline": "pipelines",
-    "plan_track_edit": "track_editing",
-    "KeptTracksLogitsProcessor": "track_editing",
-    "TimeLimit": "musical_time",
-    "TimeLimitStoppingCriteria": "musical_time",
-    "generate_in_windows": "sliding_window",
+    "convert_skytnt_checkpoint": "hub.conversion",
+    "DataCollatorForMidiEvents": "training.data",
+    "generate_midi": "generation.api",
+    "MidiGenerationPipeline": "generation.hf_pipeline",
+    "plan_track_edit": "generation.track_editing",
+    "KeptTracksLogitsProcessor": "generation.track_editing",
+    "TimeLimit": "generation.musical_time",
+    "TimeLimitStoppingCriteria": "generation.musical_time",
+    "generate_in_windows": "generation.sliding_window",
     "MidiGrammarLogitsProcessor": "grammar",
-    "DisableEventTypesLogitsProcessor": "controls",
-    "DisablePatchChangeLogitsProcessor": "controls",
-    "DisableControlChangeLogitsProcessor": "controls",
-    "RestrictChannelsLogitsProcessor": "controls",
-    "RestrictInstrumentsLogitsProcessor": "controls",
-    "build_prompt": "prompts",
-    "prompt_from_midi": "prompts",
-    "prompt_logits_processors": "prompts",
-    "MidiEventIteratorStreamer": "streamers",
-    "MidiFileStreamer": "streamers",
-    "write_model_card": "model_card",
-    "push_to_hub": "hub",
-    "draw_piano_roll": "pianoroll",
-    "render_audio": "audio",
-    "evaluate_nll": "evaluation",
-    "compare_statistics": "evaluation",
+    "DisableEventTypesLogitsProcessor": "generation.controls",
+    "DisablePatchChangeLogitsProcessor": "generation.controls",
+    "DisableControlChangeLogitsProcessor": "generation.controls",
+    "RestrictChannelsLogitsProcessor": "generation.controls",
+    "RestrictInstrumentsLogitsProcessor": "generation.controls",
+    "build_prompt": "generation.prompts",
+    "prompt_from_midi": "generation.prompts",
+    "prompt_logits_processors": "generation.prompts",
+    "MidiEventIteratorStreamer": "generation.streamers",
+    "MidiFileStreamer": "generation.streamers",
+    "write_model_card": "hub.cards",
+    "push_to_hub": "hub.publishing",
+    "draw_piano_roll": "evaluation.pianoroll",
+    "render_audio": "evaluation.audio",
+    "evaluate_nll": "evaluation.nll",
+    "compare_statistics": "evaluation.nll",
 }
 
 
@@ -86,7 +86,7 @@ def _register_auto_classes() -> None:
 
 def _register_pipeline() -> None:
     """Make ``transformers.pipeline("midi-generation", ...)`` build a ``MidiGenerationPipeline``."""
-    from .pipelines import register_midi_generation_pipeline
+    from .generation.hf_pipeline import register_midi_generation_pipeline
 
     register_midi_generation_pipeline()
 

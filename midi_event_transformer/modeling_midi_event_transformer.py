@@ -351,7 +351,7 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             # conversion is the package's feature: an absolute import (transformers copies relative ones next to the
             # remote code) in a try block (its import check of remote code skips those)
             try:
-                from midi_event_transformer.convert_skytnt import (
+                from midi_event_transformer.hub.conversion import (
                     is_reference_checkpoint,
                     load_reference_checkpoint,
                 )
@@ -374,7 +374,7 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
         card_path = os.path.join(save_directory, "README.md")
         if kwargs.get("is_main_process", True) and not os.path.exists(card_path):
             try:  # absolute import: transformers does not copy it next to the remote code
-                from midi_event_transformer.model_card import write_model_card
+                from midi_event_transformer.hub.cards import write_model_card
             except ImportError:
                 return result
             write_model_card(save_directory, config=self.config)

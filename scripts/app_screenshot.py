@@ -13,7 +13,7 @@ import argparse
 import shutil
 import socket
 
-from midi_event_transformer.app import launch_app
+from midi_event_transformer.apps.web import launch_app
 
 
 def _free_port() -> int:

@@ -36,8 +36,8 @@ def _load(spec: dict[str, Any]):
     import torch
 
     from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
+    from midi_event_transformer.generation.api import load_model_and_tokenizer
     from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
-    from midi_event_transformer.pipeline import load_model_and_tokenizer
 
     if spec["config"]:
         torch.manual_seed(0)
@@ -49,8 +49,8 @@ def _load(spec: dict[str, Any]):
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from midi_event_transformer.prompts import build_prompt
-    from midi_event_transformer.sliding_window import default_context_events, generate_in_windows
+    from midi_event_transformer.generation.prompts import build_prompt
+    from midi_event_transformer.generation.sliding_window import default_context_events, generate_in_windows
     from midi_event_transformer.vocabulary import BOS_ID, EOS_ID, PAD_ID
 
     torch.set_num_threads(spec["threads"])

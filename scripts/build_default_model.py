@@ -39,16 +39,16 @@ from midi_event_transformer import (
     MidiEventTransformerForCausalLM,
     MidiEventTransformerTokenizer,
 )
-from midi_event_transformer.data import is_validation_file
-from midi_event_transformer.evaluation import (
+from midi_event_transformer.evaluation.nll import (
     compare_statistics,
     draw_statistics_comparison,
     evaluate_nll,
     list_midi_files,
 )
-from midi_event_transformer.model_card import write_model_card
-from midi_event_transformer.pianoroll import draw_piano_rolls
-from midi_event_transformer.pipeline import generate_midi
+from midi_event_transformer.evaluation.pianoroll import draw_piano_rolls
+from midi_event_transformer.generation.api import generate_midi
+from midi_event_transformer.hub.cards import write_model_card
+from midi_event_transformer.training.data import is_validation_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import cpu_model  # noqa: E402

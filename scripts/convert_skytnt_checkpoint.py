@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from midi_event_transformer.convert_skytnt import convert_skytnt_checkpoint, convert_skytnt_lora
+from midi_event_transformer.hub.conversion import convert_skytnt_checkpoint, convert_skytnt_lora
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ def _write(report: dict, output: str | None) -> None:
 
 
 def _files(data: list[str], file_list: str | None, limit: int | None) -> list[Path]:
-    from midi_event_transformer.evaluation import list_midi_files
+    from midi_event_transformer.evaluation.nll import list_midi_files
 
     names = list(data)
     if file_list:
@@ -52,7 +52,7 @@ def run_nll(args: argparse.Namespace) -> dict:
     import transformers
 
     from midi_event_transformer import MidiEventTransformerForCausalLM, MidiEventTransformerTokenizer
-    from midi_event_transformer.evaluation import evaluate_nll
+    from midi_event_transformer.evaluation.nll import evaluate_nll
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,7 +73,7 @@ def run_nll(args: argparse.Namespace) -> dict:
 
 
 def run_stats(args: argparse.Namespace) -> dict:
-    from midi_event_transformer.evaluation import compare_statistics, draw_statistics_comparison
+    from midi_event_transformer.evaluation.nll import compare_statistics, draw_statistics_comparison
 
     sets = {args.generated_name: _files(args.generated, None, args.limit)}
     if args.reference:

@@ -6,7 +6,7 @@
     python scripts/push_to_hub.py out/model --repo-id me/pop909-small --dry-run   # list the files only
 
 Log in first (``hf auth login``) or pass ``--token``. A missing README.md is written from the model card
-template (``midi_event_transformer.model_card``).
+template (``midi_event_transformer.hub.cards``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ import json
 import logging
 import sys
 
-from midi_event_transformer.hub import IncompleteModelDirectoryError, list_upload_files, push_to_hub
+from midi_event_transformer.hub.publishing import (
+    IncompleteModelDirectoryError,
+    list_upload_files,
+    push_to_hub,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,7 +117,7 @@ def main() -> None:
                 torch.save(model.state_dict(), output / f"state_{step}.pt")
 
     from midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerForCausalLM
-    from midi_event_transformer.evaluation import evaluate_nll
+    from midi_event_transformer.evaluation.nll import evaluate_nll
 
     ours = MidiEventTransformerForCausalLM(MidiEventTransformerConfig.from_name("small"))
     ours.load_state_dict(model.state_dict())  # the same parameter names

@@ -33,16 +33,16 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerForCausalLM
-from midi_event_transformer.data import (
+from midi_event_transformer.evaluation.nll import evaluate_nll
+from midi_event_transformer.modeling_midi_event_transformer import flat_causal_lm_loss
+from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+from midi_event_transformer.training.data import (
     DataCollatorForMidiEvents,
     MidiWindowDataset,
     split_by_file,
     tokenize_midi_dataset,
 )
-from midi_event_transformer.evaluation import evaluate_nll
-from midi_event_transformer.lora import DEFAULT_LORA_TARGET_MODULES, add_lora_adapter
-from midi_event_transformer.modeling_midi_event_transformer import flat_causal_lm_loss
-from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+from midi_event_transformer.training.lora import DEFAULT_LORA_TARGET_MODULES, add_lora_adapter
 from midi_event_transformer.vocabulary import PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger("train")
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                  else MidiEventTransformerTokenizer())
     sources = data_args.data
     if data_args.max_files:
-        from midi_event_transformer.data import find_midi_files
+        from midi_event_transformer.training.data import find_midi_files
 
         sources = find_midi_files(sources)[:data_args.max_files]
     with accelerator.main_process_first():
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
         evaluation = evaluate_nll(model, val_rows, batch_size=train_args.batch_size, progress=True)
         write_metrics(metrics_path, {"step": progress.step, "final": True, **evaluation.to_dict()})
         logger.info("final validation: %s", evaluation.to_dict())
-    from midi_event_transformer.model_card import write_model_card
+    from midi_event_transformer.hub.cards import write_model_card
 
     training = {"steps": progress.step, "wall_time_minutes": round(progress.elapsed / 60, 1),
                 "batch": f"{train_args.batch_size} windows x {data_args.max_events} events",

@@ -133,7 +133,7 @@ def notes_by_track(midi) -> dict[int, list[tuple]]:
     """Track index -> sorted (start in beats, channel, pitch, velocity, duration in beats) of its notes."""
     from fractions import Fraction
 
-    from midi_event_transformer.note_list import read_notes
+    from midi_event_transformer.generation.note_list import read_notes
 
     notes = read_notes(midi)
     beat = notes.ticks_per_beat

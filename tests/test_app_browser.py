@@ -23,7 +23,7 @@ import torch
 from generation_helpers import midi_bytes, notes_by_track, programs, reloaded, tiny_model
 
 from midi_event_transformer import EOS_ID, generate_midi
-from midi_event_transformer.audio import audio_problem
+from midi_event_transformer.evaluation.audio import audio_problem
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import EVENT_TYPE_IDS, parameter_range
 
@@ -90,7 +90,7 @@ def app_url(model_dir):
         import gradio  # noqa: F401
     except ImportError:
         _missing('gradio not installed (pip install -e ".[app]")')
-    from midi_event_transformer.app import launch_app
+    from midi_event_transformer.apps.web import launch_app
 
     port = _free_port()
     app = launch_app(str(model_dir), host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)

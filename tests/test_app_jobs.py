@@ -21,8 +21,8 @@ from generation_helpers import (
 )
 
 from midi_event_transformer import generate_midi
-from midi_event_transformer.app import track_choices
-from midi_event_transformer.app_jobs import (
+from midi_event_transformer.apps.web import track_choices
+from midi_event_transformer.apps.web_jobs import (
     AppRequest,
     GenerationCancelled,
     GenerationJob,
@@ -30,10 +30,10 @@ from midi_event_transformer.app_jobs import (
     ModelStore,
     write_samples,
 )
-from midi_event_transformer.audio import audio_problem
-from midi_event_transformer.musical_time import MusicalClock
-from midi_event_transformer.pipeline import generate_rows
-from midi_event_transformer.prompts import event_row
+from midi_event_transformer.evaluation.audio import audio_problem
+from midi_event_transformer.generation.api import generate_rows
+from midi_event_transformer.generation.musical_time import MusicalClock
+from midi_event_transformer.generation.prompts import event_row
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import BOS_ID, EOS_ID, PAD_ID
 
@@ -250,7 +250,7 @@ def test_write_samples_renders_audio(tmp_path):
 def test_page_values_become_a_request():
     from dataclasses import fields
 
-    from midi_event_transformer.app import _Widgets
+    from midi_event_transformer.apps.web import _Widgets
 
     widgets = _Widgets(*[object() for _ in fields(_Widgets)])
     page = dict(model="", mode="new", instruments=["Violin"], drum_kit="none", bpm=0, time_signature="auto",

@@ -8,7 +8,7 @@ import mido
 import numpy as np
 import pytest
 
-from midi_event_transformer.audio import (
+from midi_event_transformer.evaluation.audio import (
     AudioRenderingError,
     audio_problem,
     find_soundfont,
@@ -48,7 +48,7 @@ def test_missing_soundfont(tmp_path, monkeypatch):
     with pytest.raises(AudioRenderingError, match="none.sf2"):
         find_soundfont()
     monkeypatch.delenv("MIDI_EVENT_TRANSFORMER_SOUNDFONT")
-    monkeypatch.setattr("midi_event_transformer.audio.SOUNDFONT_PATHS", (str(tmp_path / "nothing.sf2"),))
+    monkeypatch.setattr("midi_event_transformer.evaluation.audio.SOUNDFONT_PATHS", (str(tmp_path / "nothing.sf2"),))
     with pytest.raises(AudioRenderingError, match="fluid-soundfont-gm"):
         find_soundfont()
 

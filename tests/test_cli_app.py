@@ -12,7 +12,7 @@ import torch
 from generation_helpers import save_tiny_model
 
 from midi_event_transformer import DEFAULT_MODEL
-from midi_event_transformer.cli import main
+from midi_event_transformer.apps.cli import main
 
 torch.set_num_threads(1)
 
@@ -34,7 +34,7 @@ def gradio():
 
 
 def test_app_serves_the_model_on_the_given_host_and_port(gradio, model_dir, monkeypatch, capsys):
-    from midi_event_transformer.app import MidiApp
+    from midi_event_transformer.apps.web import MidiApp
 
     served = []
     monkeypatch.setattr(MidiApp, "launch", lambda self, host, port: served.append((self, host, port)))
@@ -63,7 +63,7 @@ def test_app_without_gradio_says_what_to_install(model_dir, monkeypatch, capsys)
 @pytest.mark.skipif(not (Path(DEFAULT_MODEL) / "config.json").is_file(),
                     reason="the embedded model (midi_event_transformer/default_model/) is not committed yet")
 def test_app_uses_the_embedded_model_by_default(gradio, monkeypatch):
-    from midi_event_transformer.app import MidiApp
+    from midi_event_transformer.apps.web import MidiApp
 
     served = []
     monkeypatch.setattr(MidiApp, "launch", lambda self, host, port: served.append(self.models.get()[0]))

@@ -16,7 +16,7 @@ import torch
 from generation_helpers import messages, midi_bytes, programs, reloaded, save_tiny_model
 
 from midi_event_transformer import DEFAULT_MODEL, generate_midi
-from midi_event_transformer.cli import main
+from midi_event_transformer.apps.cli import main
 
 torch.set_num_threads(1)
 
@@ -116,7 +116,7 @@ def test_piano_roll(model_dir, tmp_path, capsys):
 
 
 def _audio_available() -> bool:
-    from midi_event_transformer.audio import AudioRenderingError, find_fluidsynth, find_soundfont
+    from midi_event_transformer.evaluation.audio import AudioRenderingError, find_fluidsynth, find_soundfont
 
     try:
         find_fluidsynth()
@@ -232,7 +232,7 @@ def console_script() -> str | None:
 def test_console_script_runs_generate(model_dir, tmp_path):
     """One real process: the entry point, the progress bar on stderr, a file that decodes."""
     script = console_script()
-    command = [script] if script else [sys.executable, "-m", "midi_event_transformer.cli"]
+    command = [script] if script else [sys.executable, "-m", "midi_event_transformer.apps.cli"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([*command, "generate", "--model", str(model_dir), "--events", "8", "--seed", "9",
                            "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
@@ -264,7 +264,7 @@ def test_embedded_model_in_process(tmp_path, capsys):
 def test_readme_main_command(tmp_path):
     """`midi-event-transformer generate --output-dir out`, exactly, offline (the default 512 events)."""
     script = console_script()
-    command = [script] if script else [sys.executable, "-m", "midi_event_transformer.cli"]
+    command = [script] if script else [sys.executable, "-m", "midi_event_transformer.apps.cli"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     done = subprocess.run([*command, "generate", "--output-dir", "out"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=900, env=env)

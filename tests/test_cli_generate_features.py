@@ -16,7 +16,7 @@ from generation_helpers import (
 )
 
 from midi_event_transformer import generate_midi
-from midi_event_transformer.cli import main
+from midi_event_transformer.apps.cli import main
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
 torch.set_num_threads(1)

@@ -10,9 +10,9 @@ import mido
 import numpy as np
 import pytest
 
-from midi_event_transformer.cli import main
-from midi_event_transformer.data import is_validation_file
+from midi_event_transformer.apps.cli import main
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+from midi_event_transformer.training.data import is_validation_file
 
 
 def write_song(path: Path, pitches: list[int], channel: int = 3) -> Path:

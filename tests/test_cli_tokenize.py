@@ -9,7 +9,7 @@ import sys
 import mido
 import pytest
 
-from midi_event_transformer.cli import main
+from midi_event_transformer.apps.cli import main
 
 
 @pytest.fixture()
@@ -80,7 +80,7 @@ def test_help_exits_zero(capsys):
 
 
 def test_console_script_entry_point(song):
-    result = subprocess.run([sys.executable, "-m", "midi_event_transformer.cli", "tokenize", str(song)],
+    result = subprocess.run([sys.executable, "-m", "midi_event_transformer.apps.cli", "tokenize", str(song)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "note" in result.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from midi_event_transformer.controls import (
+from midi_event_transformer.generation.controls import (
     DisableControlChangeLogitsProcessor,
     DisableEventTypesLogitsProcessor,
     DisablePatchChangeLogitsProcessor,

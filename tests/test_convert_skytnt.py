@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from midi_event_transformer.convert_skytnt import convert_skytnt_checkpoint, convert_skytnt_lora
+from midi_event_transformer.hub.conversion import convert_skytnt_checkpoint, convert_skytnt_lora
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

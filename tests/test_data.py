@@ -1,4 +1,4 @@
-"""midi_event_transformer.data: tokenized datasets (cache, skip report), by-file split, windows, collator."""
+"""midi_event_transformer.training.data: tokenized datasets (cache, skip report), by-file split, windows, collator."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from midi_event_transformer.data import (
+from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+from midi_event_transformer.training.data import (
     DataCollatorForMidiEvents,
     MidiWindowDataset,
     find_midi_files,
@@ -19,7 +20,6 @@ from midi_event_transformer.data import (
     split_by_file,
     tokenize_midi_dataset,
 )
-from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import PAD_ID, TOKENS_PER_EVENT
 
 

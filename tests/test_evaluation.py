@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from generation_helpers import random_model
 
-from midi_event_transformer.evaluation import (
+from midi_event_transformer.evaluation.nll import (
     compare_statistics,
     draw_statistics_comparison,
     evaluate_nll,
@@ -24,8 +24,8 @@ from midi_event_transformer.evaluation import (
     sliding_windows,
     window_token_scores,
 )
+from midi_event_transformer.generation.note_list import read_notes
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
-from midi_event_transformer.note_list import read_notes
 from midi_event_transformer.vocabulary import PAD_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from midi_event_transformer.general_midi import (
+from midi_event_transformer.generation.general_midi import (
     DRUM_KITS,
     INSTRUMENT_NAMES,
     drum_kit_program,

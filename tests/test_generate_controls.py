@@ -11,15 +11,15 @@ import pytest
 import torch
 from generation_helpers import random_model, tiny_config
 
-from midi_event_transformer.controls import (
+from midi_event_transformer.generation.controls import (
     DisableControlChangeLogitsProcessor,
     DisablePatchChangeLogitsProcessor,
     RestrictChannelsLogitsProcessor,
     RestrictInstrumentsLogitsProcessor,
 )
+from midi_event_transformer.generation.prompts import build_prompt, prompt_logits_processors
+from midi_event_transformer.generation.streamers import MidiEventIteratorStreamer, MidiFileStreamer
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
-from midi_event_transformer.prompts import build_prompt, prompt_logits_processors
-from midi_event_transformer.streamers import MidiEventIteratorStreamer, MidiFileStreamer
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import EOS_ID, EVENT_TYPE_IDS, PARAMETER_OFFSETS
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from generation_helpers import midi_bytes, multitrack_song
 
 from midi_event_transformer import generate_midi
-
-from generation_helpers import midi_bytes, multitrack_song
 
 CASES = {
     "new_piece": (dict(instruments=["Acoustic Grand Piano", "Violin"], bpm=96, key="D minor", events=64, seed=0,

@@ -18,8 +18,12 @@ from huggingface_hub import CommitOperationAdd, ModelCard
 from transformers.dynamic_module_utils import get_relative_import_files
 
 import midi_event_transformer
-from midi_event_transformer.hub import IncompleteModelDirectoryError, list_upload_files, push_to_hub
-from midi_event_transformer.model_card import write_model_card
+from midi_event_transformer.hub.cards import write_model_card
+from midi_event_transformer.hub.publishing import (
+    IncompleteModelDirectoryError,
+    list_upload_files,
+    push_to_hub,
+)
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 

@@ -14,15 +14,15 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
-from midi_event_transformer.lora import (
+from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
+from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+from midi_event_transformer.training.lora import (
     DEFAULT_LORA_TARGET_MODULES,
     add_lora,
     add_lora_adapter,
     default_lora_config,
     load_adapter,
 )
-from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
-from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import BOS_ID, PAD_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

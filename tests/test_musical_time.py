@@ -10,15 +10,15 @@ import torch
 from generation_helpers import grammar_problems, multitrack_song, random_model
 
 from midi_event_transformer import DEFAULT_MODEL, generate_midi
-from midi_event_transformer.musical_time import (
+from midi_event_transformer.generation.api import generate_rows
+from midi_event_transformer.generation.musical_time import (
     MusicalClock,
     TimeLimit,
     TimeLimitStoppingCriteria,
     cut_at_time_limit,
     end_midi_at,
 )
-from midi_event_transformer.pipeline import generate_rows
-from midi_event_transformer.prompts import build_prompt, event_row
+from midi_event_transformer.generation.prompts import build_prompt, event_row
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import EOS_ID, PARAMETER_OFFSETS
 

@@ -54,7 +54,7 @@ def test_wheel_has_the_modules_and_the_console_script(wheel):
     with zipfile.ZipFile(wheel) as archive:
         (entry_points,) = [name for name in members if name.endswith(".dist-info/entry_points.txt")]
         text = archive.read(entry_points).decode()
-    assert "[console_scripts]" in text and "midi-event-transformer = midi_event_transformer.cli:main" in text
+    assert "[console_scripts]" in text and "midi-event-transformer = midi_event_transformer.apps.cli:main" in text
 
 
 @needs_default_model
@@ -83,7 +83,7 @@ def test_installed_wheel_generates_offline(wheel, tmp_path):
                            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert check.returncode == 0, check.stderr[-3000:]
     assert Path(check.stdout.strip()).is_relative_to(target)
-    run = subprocess.run([sys.executable, "-m", "midi_event_transformer.cli", "generate", "--output-dir", "out",
+    run = subprocess.run([sys.executable, "-m", "midi_event_transformer.apps.cli", "generate", "--output-dir", "out",
                           "--events", "8", "--seed", "0"], capture_output=True, text=True, timeout=600, env=env,
                          cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]

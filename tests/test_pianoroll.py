@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from midi_event_transformer.errors import InvalidMidiError
-from midi_event_transformer.pianoroll import draw_piano_roll, draw_piano_rolls, pitch_name
+from midi_event_transformer.evaluation.pianoroll import draw_piano_roll, draw_piano_rolls, pitch_name
 
 matplotlib_image = pytest.importorskip("matplotlib.image", reason="matplotlib is an optional extra ([plot])")
 

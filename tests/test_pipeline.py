@@ -21,7 +21,11 @@ from generation_helpers import (
 )
 
 from midi_event_transformer import DEFAULT_MODEL, InvalidMidiError, generate_midi
-from midi_event_transformer.pipeline import build_generation_prompt, generate_rows, load_model_and_tokenizer
+from midi_event_transformer.generation.api import (
+    build_generation_prompt,
+    generate_rows,
+    load_model_and_tokenizer,
+)
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import BOS_ID
 
@@ -144,7 +148,7 @@ def test_progress_bar_counts_events(model_and_tokenizer, capsys):
 
 
 def test_a_streamer_gets_the_events_beside_the_progress_bar(model_and_tokenizer, capsys):
-    from midi_event_transformer.streamers import MidiEventIteratorStreamer
+    from midi_event_transformer.generation.streamers import MidiEventIteratorStreamer
 
     model, tokenizer = model_and_tokenizer
     streamer = MidiEventIteratorStreamer(skip_prompt=True)
@@ -259,7 +263,7 @@ def test_every_keyword_is_an_option_field(function):
     import dataclasses
     import inspect
 
-    from midi_event_transformer.generation_requests import PromptOptions, SamplingOptions
+    from midi_event_transformer.generation.requests import PromptOptions, SamplingOptions
 
     fields = {f.name for cls in (PromptOptions, SamplingOptions) for f in dataclasses.fields(cls)}
     parameters = set(inspect.signature(function).parameters)
@@ -309,7 +313,7 @@ def test_embedded_model_loads_with_the_auto_classes():
 
 
 def test_a_small_bf16_model_computes_in_float32_on_cpu_unless_asked(tmp_path):
-    from midi_event_transformer.pipeline import default_compute_dtype, load_model_and_tokenizer
+    from midi_event_transformer.generation.api import default_compute_dtype, load_model_and_tokenizer
 
     model = tiny_model().to(torch.bfloat16)
     model.save_pretrained(tmp_path)

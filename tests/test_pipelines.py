@@ -15,7 +15,7 @@ from transformers import pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from midi_event_transformer import DEFAULT_MODEL, generate_midi
-from midi_event_transformer.pipelines import MidiGenerationPipeline
+from midi_event_transformer.generation.hf_pipeline import MidiGenerationPipeline
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
 torch.set_num_threads(1)

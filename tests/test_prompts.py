@@ -8,12 +8,12 @@ import mido
 import numpy as np
 import pytest
 
-from midi_event_transformer.controls import (
+from midi_event_transformer.generation.controls import (
     DisableControlChangeLogitsProcessor,
     DisablePatchChangeLogitsProcessor,
     RestrictChannelsLogitsProcessor,
 )
-from midi_event_transformer.prompts import (
+from midi_event_transformer.generation.prompts import (
     build_prompt,
     event_row,
     instrument_channels,

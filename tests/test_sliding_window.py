@@ -10,9 +10,9 @@ import torch
 from generation_helpers import grammar_problems, tiny_model
 
 from midi_event_transformer import DEFAULT_MODEL
-from midi_event_transformer.pipeline import generate_rows
-from midi_event_transformer.prompts import build_prompt
-from midi_event_transformer.sliding_window import (
+from midi_event_transformer.generation.api import generate_rows
+from midi_event_transformer.generation.prompts import build_prompt
+from midi_event_transformer.generation.sliding_window import (
     WindowedEventReader,
     default_context_events,
     generate_in_windows,
@@ -113,7 +113,7 @@ def test_reader_hands_each_event_once_across_windows():
                     reason="the embedded model (midi_event_transformer/default_model/) is not committed yet")
 @pytest.mark.slow
 def test_embedded_model_writes_3000_events():
-    from midi_event_transformer.pipeline import load_model_and_tokenizer
+    from midi_event_transformer.generation.api import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(None, device="cpu")
     model.generation_config.suppress_tokens = [EOS_ID]

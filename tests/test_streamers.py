@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from midi_event_transformer.prompts import build_prompt, event_row
-from midi_event_transformer.streamers import MidiEventIteratorStreamer, MidiFileStreamer, decode_row
+from midi_event_transformer.generation.prompts import build_prompt, event_row
+from midi_event_transformer.generation.streamers import (
+    MidiEventIteratorStreamer,
+    MidiFileStreamer,
+    decode_row,
+)
 
 NOTE = event_row("note", time1=1, time2=0, track=1, channel=0, pitch=60, velocity=80, duration=4)
 NOTE2 = event_row("note", time1=0, time2=8, track=1, channel=0, pitch=64, velocity=80, duration=4)

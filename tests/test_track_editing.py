@@ -19,16 +19,16 @@ from generation_helpers import (
 )
 
 from midi_event_transformer import DEFAULT_MODEL, generate_midi
-from midi_event_transformer.grammar import MidiGrammarLogitsProcessor
-from midi_event_transformer.musical_time import event_step
-from midi_event_transformer.pipeline import generate_rows
-from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
-from midi_event_transformer.track_editing import (
+from midi_event_transformer.generation.api import generate_rows
+from midi_event_transformer.generation.musical_time import event_step
+from midi_event_transformer.generation.track_editing import (
     KeptTracksLogitsProcessor,
     KeptTracksStoppingCriteria,
     TrackEditPlan,
     plan_track_edit,
 )
+from midi_event_transformer.grammar import MidiGrammarLogitsProcessor
+from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import (
     EOS_ID,
     EVENT_TYPE_IDS,
@@ -141,7 +141,7 @@ MODEL_TYPES = (EVENT_TYPE_IDS["note"], EVENT_TYPE_IDS["control_change"])
 @pytest.mark.parametrize("events_per_beat", [1, 3])
 def test_the_new_track_keeps_the_pace(song, loose_model, monkeypatch, events_per_beat):
     """No beat holds more new-track events than the plan allows, and the model still moves on in time."""
-    import midi_event_transformer.track_editing as track_editing
+    import midi_event_transformer.generation.track_editing as track_editing
 
     monkeypatch.setattr(track_editing, "_notes_per_beat", lambda rows, steps, tracks: events_per_beat)
     (rows,) = generate_rows(loose_model, TOKENIZER, prompt=song, add_track="Violin", seed=4, events=80,

@@ -71,7 +71,7 @@ def test_token_level_attention_choice():
 def test_fused_and_materialised_training_losses_agree():
     from generation_helpers import random_model
 
-    from midi_event_transformer.data import DataCollatorForMidiEvents
+    from midi_event_transformer.training.data import DataCollatorForMidiEvents
 
     train = load_train_script()
     model = random_model().train()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import mido
 
-from .errors import InvalidMidiError
+from ..errors import InvalidMidiError
 
 DRUM_CHANNEL = 9
 DEFAULT_TEMPO = 500_000  # microseconds per beat (120 bpm)

@@ -8,7 +8,7 @@ texts. Pickled weights (``*.bin``, ``*.pt``), hidden files, caches and ``checkpo
 
 Example::
 
-    >>> from midi_event_transformer.hub import push_to_hub
+    >>> from midi_event_transformer.hub.publishing import push_to_hub
     >>> push_to_hub("out/model", "me/pop909-small", private=True, commit_message="first model")
 """
 
@@ -188,7 +188,7 @@ def push_to_hub(
     directory = Path(local_dir)
     check_model_directory(directory, adapter=adapter)
     if card_fields is not None or not (directory / "README.md").is_file():
-        from .model_card import write_model_card
+        from .cards import write_model_card
 
         logger.info("writing a model card to %s/README.md", directory)
         write_model_card(directory, adapter=adapter, **{"repo_id": repo_id, **(card_fields or {})})

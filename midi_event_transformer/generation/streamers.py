@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from transformers.generation.streamers import BaseStreamer
 
-from .vocabulary import (
+from ..vocabulary import (
     BOS_ID,
     EOS_ID,
     EVENT_PARAMETERS,
@@ -204,7 +204,7 @@ class MidiFileStreamer(MidiEventStreamer):
         if not self.path.parent.is_dir():
             raise ValueError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
         if tokenizer is None:
-            from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+            from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
             tokenizer = MidiEventTransformerTokenizer()
         self.tokenizer = tokenizer

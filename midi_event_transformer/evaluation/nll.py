@@ -47,9 +47,9 @@ from typing import Any
 import mido
 import numpy as np
 
-from .errors import InvalidMidiError
-from .note_list import Note, NoteList, read_notes
-from .vocabulary import PAD_ID, TOKENS_PER_EVENT
+from ..errors import InvalidMidiError
+from ..generation.note_list import Note, NoteList, read_notes
+from ..vocabulary import PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def evaluate_nll(
     from tqdm.auto import tqdm
 
     if tokenizer is None:
-        from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+        from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
         tokenizer = MidiEventTransformerTokenizer()
     if isinstance(files, (str, os.PathLike)):

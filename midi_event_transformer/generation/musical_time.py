@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria
 
-from .midi_writing import TICKS_PER_BEAT, tempo_for_bpm
+from ..midi_writing import TICKS_PER_BEAT, tempo_for_bpm
+from ..vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, PARAMETER_SIZES
 from .note_list import DEFAULT_TEMPO
 from .sliding_window import WindowedEventReader
-from .vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, PARAMETER_SIZES
 
 #: Steps of the tokenizer's time grid in one beat (the values of ``time2``).
 STEPS_PER_BEAT = PARAMETER_SIZES["time2"]

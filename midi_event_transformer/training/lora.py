@@ -1,6 +1,6 @@
 """LoRA fine-tuning helpers on top of ``peft``.
 
-    >>> from midi_event_transformer.lora import default_lora_config, add_lora, load_adapter
+    >>> from midi_event_transformer.training.lora import default_lora_config, add_lora, load_adapter
     >>> model = add_lora(base_model, default_lora_config(r=8, lora_alpha=16))  # a peft.PeftModel
     >>> model.save_pretrained("adapter")  # adapter_config.json + adapter_model.safetensors
     >>> tuned = load_adapter(MidiEventTransformerForCausalLM.from_pretrained("base"), "adapter")

@@ -9,9 +9,9 @@ Example::
 
 The steps, each usable alone:
 
-1. :func:`~midi_event_transformer.model_loading.load_model_and_tokenizer` -- a loaded model, a local directory (ours or a SkyTNT/midi-model
+1. :func:`~midi_event_transformer.generation.loading.load_model_and_tokenizer` -- a loaded model, a local directory (ours or a SkyTNT/midi-model
    checkpoint), a Hub id, or None for the model shipped in the package (``DEFAULT_MODEL``);
-2. :func:`~midi_event_transformer.generation_requests.build_generation_prompt` -- the prompt rows ``(n, 8)`` (the first events of a MIDI file, or BOS with
+2. :func:`~midi_event_transformer.generation.requests.build_generation_prompt` -- the prompt rows ``(n, 8)`` (the first events of a MIDI file, or BOS with
    instruments / drum kit / tempo / signatures) and the logits processors that keep the model to them;
 3. :func:`generate_rows` -- sampling with ``model.generate`` (MIDI grammar on, event-level loop; a sliding
    window past the context), a tqdm bar counting events, seeded without touching the global random state, with
@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .generation_requests import (
+from .loading import (
+    DTYPE_NAMES,
+    SMALL_MODEL_FP32_BYTES,
+    default_compute_dtype,
+    load_model_and_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
+from .requests import (
     DEFAULT_EVENTS,
     DEFAULT_PROMPT_EVENTS,
     DEFAULT_TEMPERATURE,
@@ -39,14 +47,6 @@ from .generation_requests import (
     SamplingOptions,
     build_generation_prompt,
     generate_pieces,
-)
-from .model_loading import (
-    DTYPE_NAMES,
-    SMALL_MODEL_FP32_BYTES,
-    default_compute_dtype,
-    load_model_and_tokenizer,
-    resolve_device,
-    resolve_dtype,
 )
 from .streamers import EventProgressStreamer
 
@@ -125,7 +125,7 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
         seed: the same seed (with the same arguments, model and device) gives the same files; None is random.
         num_samples: pieces generated at once (one batch).
         disable_control_change: forbid control change events (pedal, volume, ...).
-        device, dtype: where and in which precision to run (see :func:`~midi_event_transformer.model_loading.load_model_and_tokenizer`).
+        device, dtype: where and in which precision to run (see :func:`~midi_event_transformer.generation.loading.load_model_and_tokenizer`).
         progress: show a tqdm bar of generated events and events per second.
         add_track: add a track to ``prompt`` (the whole piece): an instrument name or program, a drum kit name or
             ``"drums"``. The kept tracks are reproduced exactly and the model writes the new track between their
@@ -139,7 +139,7 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
             window, 512); longer pieces go on from the last events (``sliding_window``).
         streamer: also hand the tokens to this streamer (``put`` / ``end``, as ``model.generate(streamer=...)``):
             first the prompts ``(num_samples, prompt_length)``, then each new token ``(num_samples,)``. The
-            streamers of ``midi_event_transformer.streamers`` take one sample (``num_samples=1``).
+            streamers of ``midi_event_transformer.generation.streamers`` take one sample (``num_samples=1``).
 
     Returns:
         a list of ``num_samples`` ``mido.MidiFile`` (type 1, 480 ticks per beat), prompt included.

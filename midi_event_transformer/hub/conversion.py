@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .configuration_midi_event_transformer import MidiEventTransformerConfig
-from .vocabulary import BOS_ID, EOS_ID, PAD_ID, TOKENS_PER_EVENT, VOCAB_SIZE, tokenizer_dict
+from ..configuration_midi_event_transformer import MidiEventTransformerConfig
+from ..vocabulary import BOS_ID, EOS_ID, PAD_ID, TOKENS_PER_EVENT, VOCAB_SIZE, tokenizer_dict
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _check_weights(state: dict[str, Any], config: MidiEventTransformerConfig) ->
     """Raise ValueError for missing, unexpected or mis-shaped weights."""
     import torch
 
-    from .modeling_midi_event_transformer import MidiEventTransformerForCausalLM
+    from ..modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 
     with torch.device("meta"):
         expected = {name: tuple(p.shape) for name, p in MidiEventTransformerForCausalLM(config).state_dict().items()}
@@ -146,7 +146,7 @@ def convert_skytnt_checkpoint(src_dir: str | os.PathLike, dst_dir: str | os.Path
     import torch
     from safetensors.torch import load_file
 
-    from .modeling_midi_event_transformer import MidiEventTransformerForCausalLM
+    from ..modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 
     src, dst = Path(src_dir), Path(dst_dir)
     config, optimise_midi = reference_config_to_ours(_read_config(src))
@@ -168,7 +168,7 @@ def convert_skytnt_checkpoint(src_dir: str | os.PathLike, dst_dir: str | os.Path
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
     _save_tokenizer(dst, optimise_midi)
-    from midi_event_transformer.model_card import write_model_card  # absolute: not copied beside remote code
+    from midi_event_transformer.hub.cards import write_model_card  # absolute: not copied beside remote code
 
     write_model_card(dst, config=config, converted_from=source_repo_id, dtype=str(dtype).removeprefix("torch."),
                      summary=f"A SkyTNT/midi-model checkpoint ({source_repo_id or src.name}) converted to "
@@ -187,7 +187,7 @@ def default_generation_config(config: MidiEventTransformerConfig):
 
 def _save_tokenizer(dst: Path, optimise_midi: bool) -> None:
     try:
-        from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+        from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
     except ImportError:  # pragma: no cover - only while the package is being assembled
         logger.warning("tokenizer module unavailable: %s written without tokenizer files", dst)
         return

@@ -6,7 +6,7 @@ and a soundfont of your choice passed as ``soundfont=`` or through ``$MIDI_EVENT
 
 Example::
 
-    >>> from midi_event_transformer.audio import render_audio
+    >>> from midi_event_transformer.evaluation.audio import render_audio
     >>> render_audio("song.mid", "song.wav")
     PosixPath('song.wav')
 """

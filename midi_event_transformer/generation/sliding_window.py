@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from .midi_writing import row_to_event
+from ..midi_writing import row_to_event
+from ..vocabulary import BOS_ID, EOS_ID, PAD_ID, TOKENS_PER_EVENT
 from .prompts import left_pad_prompts
-from .vocabulary import BOS_ID, EOS_ID, PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger(__name__)
 

@@ -80,8 +80,8 @@ def default_compute_dtype(model: Any, device: torch.device) -> torch.dtype | Non
 
 def _model_directory_problem(directory: Path) -> str | None:
     """Why ``directory`` cannot be one of our (or a reference) model directories, or None if it looks fine."""
-    from .configuration_midi_event_transformer import MidiEventTransformerConfig
-    from .convert_skytnt import REFERENCE_MODEL_TYPE
+    from ..configuration_midi_event_transformer import MidiEventTransformerConfig
+    from ..hub.conversion import REFERENCE_MODEL_TYPE
 
     if not directory.is_dir():
         return "is a file, not a model directory"
@@ -106,8 +106,8 @@ def _first_line(error: BaseException) -> str:
 
 def _load_model(source: str | os.PathLike | None) -> tuple[Any, str | None]:
     """The model of a directory / Hub id / None (the embedded model), and where its tokenizer may be."""
-    from . import DEFAULT_MODEL
-    from .modeling_midi_event_transformer import MidiEventTransformerForCausalLM
+    from .. import DEFAULT_MODEL
+    from ..modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 
     if source is None:
         if not (Path(DEFAULT_MODEL) / "config.json").is_file():
@@ -132,8 +132,8 @@ def _load_model(source: str | os.PathLike | None) -> tuple[Any, str | None]:
 
 def _load_tokenizer(location: str | None) -> Any:
     """The tokenizer saved with the model, or (none saved there) a default one."""
-    from .convert_skytnt import is_reference_checkpoint, reference_config_to_ours
-    from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+    from ..hub.conversion import is_reference_checkpoint, reference_config_to_ours
+    from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
     if location is not None and Path(location).is_dir():
         if (Path(location) / "tokenizer_config.json").is_file():
@@ -172,8 +172,8 @@ def load_model_and_tokenizer(model: Any = None, tokenizer: Any = None, *, device
         ValueError: a directory that is not a model, a missing embedded model, an unloadable Hub id, a bad
             device / dtype. TypeError: ``model`` of another type.
     """
-    from .modeling_midi_event_transformer import MidiEventTransformerForCausalLM
-    from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+    from ..modeling_midi_event_transformer import MidiEventTransformerForCausalLM
+    from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
     if tokenizer is not None and not isinstance(tokenizer, MidiEventTransformerTokenizer):
         raise TypeError(f"tokenizer must be a MidiEventTransformerTokenizer, not {type(tokenizer).__name__}")

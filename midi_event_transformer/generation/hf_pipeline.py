@@ -30,7 +30,7 @@ from typing import Any
 from transformers import AutoModelForCausalLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .generation_requests import (
+from .requests import (
     GeneratedPiece,
     PreparedPrompt,
     PromptOptions,
@@ -58,7 +58,7 @@ class _PromptPieces:
 
 def _tokenizer_for(model: Any) -> Any:
     """The tokenizer saved with ``model`` (its ``name_or_path``), else a default one."""
-    from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+    from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
     location = getattr(model, "name_or_path", None)
     if location:
@@ -87,7 +87,7 @@ class MidiGenerationPipeline(Pipeline):
     def __init__(self, model: Any, tokenizer: Any = None, **kwargs: Any) -> None:
         super().__init__(model, tokenizer if tokenizer is not None else _tokenizer_for(model), **kwargs)
         if kwargs.get("dtype", kwargs.get("torch_dtype")) in (None, "auto"):  # as generate_midi loads a model
-            from .model_loading import default_compute_dtype
+            from .loading import default_compute_dtype
 
             compute_dtype = default_compute_dtype(self.model, self.model.device)
             if compute_dtype is not None:
@@ -126,7 +126,7 @@ class MidiGenerationPipeline(Pipeline):
 def register_midi_generation_pipeline() -> None:
     """Register ``"midi-generation"`` (:class:`MidiGenerationPipeline`, the embedded model as its default) with
     transformers' pipeline registry; nothing happens when it is already registered."""
-    from . import DEFAULT_MODEL
+    from .. import DEFAULT_MODEL
 
     if MIDI_GENERATION_TASK in PIPELINE_REGISTRY.get_supported_tasks():
         _, task, _ = PIPELINE_REGISTRY.check_task(MIDI_GENERATION_TASK)

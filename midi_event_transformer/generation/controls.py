@@ -28,8 +28,7 @@ from collections.abc import Iterable
 import torch
 from transformers import LogitsProcessor
 
-from .general_midi import DRUM_CHANNEL
-from .vocabulary import (
+from ..vocabulary import (
     EVENT_PARAMETERS,
     EVENT_TYPE_IDS,
     PARAMETER_OFFSETS,
@@ -37,6 +36,7 @@ from .vocabulary import (
     TOKENS_PER_EVENT,
     VOCAB_SIZE,
 )
+from .general_midi import DRUM_CHANNEL
 
 
 def _int_set(values: Iterable[int], what: str, size: int) -> list[int]:

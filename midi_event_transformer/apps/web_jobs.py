@@ -1,9 +1,9 @@
 """The web app's work, without any web framework: one request, its generation in a worker thread, its files.
 
-The app (``midi_event_transformer.app``) turns the page's inputs into an :class:`AppRequest`, gets the model
+The app (``midi_event_transformer.apps.web``) turns the page's inputs into an :class:`AppRequest`, gets the model
 from a :class:`ModelStore` and runs a :class:`GenerationJob`:
 
-* the job calls :func:`~midi_event_transformer.pipeline.generate_midi` in a worker thread, with a
+* the job calls :func:`~midi_event_transformer.generation.api.generate_midi` in a worker thread, with a
   :class:`LivePreview` streamer that gathers every sample's finished events as they come;
 * :meth:`GenerationJob.updates` yields :class:`JobUpdate` snapshots (events so far, events/s, the musical time
   reached when the length is in seconds / bars or a track is edited, and now and then a frame: the rows of every
@@ -12,7 +12,7 @@ from a :class:`ModelStore` and runs a :class:`GenerationJob`:
 
 Example::
 
-    >>> from midi_event_transformer.app_jobs import AppRequest, GenerationJob, ModelStore, write_samples
+    >>> from midi_event_transformer.apps.web_jobs import AppRequest, GenerationJob, ModelStore, write_samples
     >>> job = GenerationJob(AppRequest(instruments=["Violin"], events=64, seed=1), ModelStore("my_model_dir"))
     >>> for update in job.start().updates():
     ...     print(update.events_done, "/", update.events_total)
@@ -35,9 +35,7 @@ from typing import Any
 import numpy as np
 from transformers.generation.streamers import BaseStreamer
 
-from .generation_requests import PromptOptions
-from .musical_time import MusicalClock, TimeLimit
-from .pipeline import (
+from ..generation.api import (
     DEFAULT_EVENTS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
@@ -46,8 +44,10 @@ from .pipeline import (
     load_model_and_tokenizer,
     sample_file_name,
 )
-from .streamers import MidiEventStreamer
-from .vocabulary import TOKENS_PER_EVENT
+from ..generation.musical_time import MusicalClock, TimeLimit
+from ..generation.requests import PromptOptions
+from ..generation.streamers import MidiEventStreamer
+from ..vocabulary import TOKENS_PER_EVENT
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class ModelStore:
 
     def tokenizer(self) -> Any:
         """The loaded model's tokenizer, or (none loaded yet) a tokenizer with default settings."""
-        from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+        from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
         loaded = self._loaded
         return MidiEventTransformerTokenizer() if loaded is None else loaded[1]
@@ -192,7 +192,7 @@ class _SampleRows(MidiEventStreamer):
 class LivePreview(BaseStreamer):
     """A streamer for ``generate_midi(streamer=...)`` with several samples: their events so far, and frames.
 
-    Each sample's tokens go to a :class:`~midi_event_transformer.streamers.MidiEventStreamer` of its own (rows of 8,
+    Each sample's tokens go to a :class:`~midi_event_transformer.generation.streamers.MidiEventStreamer` of its own (rows of 8,
     EOS ends that sample). A frame (the rows of every sample so far) is put in ``frames``, a queue of one, every
     ``frame_every`` generated events or, when the length is in musical time (``time_total``), every
     ``time_total / frames`` of it: when the page has not taken the previous frame yet, generation waits for it (at
@@ -371,7 +371,7 @@ class GenerationJob:
 
     def _prompt_seconds(self) -> float:
         """Where the prompt's last event starts, in seconds (a track edit's piece ends there)."""
-        from .prompts import prompt_from_midi
+        from ..generation.prompts import prompt_from_midi
 
         return MusicalClock.after(prompt_from_midi(self.request.prompt, None, tokenizer=self.tokenizer)).seconds
 
@@ -443,8 +443,8 @@ def write_samples(midis: list, output_dir: str | os.PathLike, seed: int, *, pian
     Raises:
         ImportError: ``piano_roll`` without matplotlib. AudioRenderingError: ``audio`` and fluidsynth failed.
     """
-    from .audio import render_audio
-    from .pianoroll import draw_piano_roll
+    from ..evaluation.audio import render_audio
+    from ..evaluation.pianoroll import draw_piano_roll
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

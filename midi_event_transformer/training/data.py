@@ -28,8 +28,8 @@ import datasets
 import numpy as np
 import torch
 
-from .errors import InvalidMidiError
-from .vocabulary import PAD_ID, TOKENS_PER_EVENT
+from ..errors import InvalidMidiError
+from ..vocabulary import PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def tokenize_midi_dataset(
         `datasets.Dataset` of the files that tokenized, in input order.
     """
     if tokenizer is None:
-        from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+        from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
         tokenizer = MidiEventTransformerTokenizer()
     if isinstance(sources, datasets.Dataset):

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .model_loading import load_model_and_tokenizer
+from ..vocabulary import BOS_ID, EOS_ID, PAD_ID
+from .loading import load_model_and_tokenizer
 from .musical_time import MusicalClock, TimeLimit, TimeLimitStoppingCriteria, cut_at_time_limit, end_midi_at
 from .prompts import build_prompt, prompt_from_midi, prompt_logits_processors
 from .sliding_window import default_context_events, generate_in_windows
@@ -32,7 +33,6 @@ from .track_editing import (
     TrackEditPlan,
     plan_track_edit,
 )
-from .vocabulary import BOS_ID, EOS_ID, PAD_ID
 
 logger = logging.getLogger(__name__)
 

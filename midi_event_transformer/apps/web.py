@@ -2,11 +2,11 @@
 
 Start it with ``midi-event-transformer app [--model DIR_OR_HUB_ID] [--host 127.0.0.1] [--port 7860]`` or::
 
-    >>> from midi_event_transformer.app import launch_app
+    >>> from midi_event_transformer.apps.web import launch_app
     >>> launch_app("path/to/model")  # serves http://127.0.0.1:7860 until interrupted
 
-The page is a thin layer over :func:`~midi_event_transformer.pipeline.generate_midi`: its inputs become an
-:class:`~midi_event_transformer.app_jobs.AppRequest`, a :class:`~midi_event_transformer.app_jobs.GenerationJob`
+The page is a thin layer over :func:`~midi_event_transformer.generation.api.generate_midi`: its inputs become an
+:class:`~midi_event_transformer.apps.web_jobs.AppRequest`, a :class:`~midi_event_transformer.apps.web_jobs.GenerationJob`
 generates in a worker thread while the page shows a progress bar (events, events/s) and the piano roll as the
 events stream in, and then each sample's ``.mid``, piano roll and (with fluidsynth) audio. An uploaded MIDI file
 is continued, or gets a track added (an instrument or a drum kit) or one of its tracks written again. The length
@@ -28,7 +28,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .app_jobs import (
+from ..errors import InvalidMidiError
+from ..evaluation.audio import audio_problem
+from ..generation.api import (
+    DEFAULT_EVENTS,
+    DEFAULT_PROMPT_EVENTS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+)
+from ..generation.general_midi import (
+    DRUM_CHANNEL,
+    DRUM_KITS,
+    INSTRUMENT_NAMES,
+    instrument_name,
+    key_signature_name,
+)
+from ..generation.prompts import MAX_BPM
+from .web_jobs import (
     AppRequest,
     GenerationCancelled,
     GenerationJob,
@@ -36,11 +53,6 @@ from .app_jobs import (
     ModelStore,
     write_samples,
 )
-from .audio import audio_problem
-from .errors import InvalidMidiError
-from .general_midi import DRUM_CHANNEL, DRUM_KITS, INSTRUMENT_NAMES, instrument_name, key_signature_name
-from .pipeline import DEFAULT_EVENTS, DEFAULT_PROMPT_EVENTS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
-from .prompts import MAX_BPM
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +105,8 @@ def new_track_choices() -> list[tuple[str, str]]:
 def track_choices(rows: Any) -> list[tuple[str, int]]:
     """``(label, track number)`` of each track with notes in encoded rows ``(n, 8)``, numbered as
     ``midi-event-transformer tokenize`` shows them: ``"1: Violin (channel 2, 24 notes)"``."""
-    from .midi_writing import row_to_event
-    from .vocabulary import EVENT_PARAMETERS
+    from ..midi_writing import row_to_event
+    from ..vocabulary import EVENT_PARAMETERS
 
     notes: dict[int, int] = {}
     channels: dict[int, int] = {}
@@ -266,7 +278,7 @@ class MidiApp:
     Args:
         model: the model requests use by default: a loaded model, a directory, a Hub id, or None for the embedded
             model.
-        device, dtype: as in :func:`~midi_event_transformer.model_loading.load_model_and_tokenizer`.
+        device, dtype: as in :func:`~midi_event_transformer.generation.loading.load_model_and_tokenizer`.
         output_dir: where generated files go (default: a temporary folder removed by :meth:`close`).
     """
 
@@ -401,7 +413,7 @@ class MidiApp:
     def _check_upload(self, path: str | None, action: str | None, prompt_events: float) -> tuple[str, Any]:
         """Read the uploaded file at once, so that a file that is not MIDI is reported before Generate, and list
         its tracks for "regenerate a track"."""
-        from .prompts import prompt_from_midi
+        from ..generation.prompts import prompt_from_midi
 
         no_tracks = self.gr.update(choices=[], value=None)
         if not path:
@@ -426,7 +438,7 @@ class MidiApp:
         return directory
 
     def _draw_frame(self, tokenizer: Any, frame: list, directory: Path, index: int) -> str:
-        from .pianoroll import draw_piano_rolls
+        from ..evaluation.pianoroll import draw_piano_rolls
 
         midis = [tokenizer.decode_midi(rows) for rows in frame]
         titles = [f"Sample {i + 1}" for i in range(len(midis))]
@@ -515,7 +527,7 @@ def launch_app(model: Any = None, *, host: str = DEFAULT_HOST, port: int | None 
     Args:
         model: a loaded model, a directory, a Hub id, or None for the embedded model.
         host, port: where to serve (default ``127.0.0.1:7860``; ``port=None`` takes the first free one from 7860).
-        device, dtype: as in :func:`~midi_event_transformer.model_loading.load_model_and_tokenizer`.
+        device, dtype: as in :func:`~midi_event_transformer.generation.loading.load_model_and_tokenizer`.
         launch_kwargs: ``prevent_thread_lock=True`` to return at once, ``quiet``, other ``gradio.Blocks.launch``
             arguments.
 

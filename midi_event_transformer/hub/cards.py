@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "hub_cards"
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "hub_cards"
 MODEL_TEMPLATE = "model_card_template.md"
 ADAPTER_TEMPLATE = "adapter_card_template.md"
 
@@ -194,7 +194,7 @@ def _statistics_rows(statistics: Any) -> tuple[list[str], list[tuple[str, list[s
     ``{set: {statistic: mean}}`` dict."""
     if not statistics:
         return [], []
-    from .evaluation import STATISTIC_LABELS, STATISTICS
+    from ..evaluation.nll import STATISTIC_LABELS, STATISTICS
 
     if "sets" in statistics:
         means = {name: {key: value["mean"] for key, value in report["summary"].items()}

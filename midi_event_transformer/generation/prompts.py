@@ -23,6 +23,16 @@ from typing import Any
 import numpy as np
 from transformers import LogitsProcessor
 
+from ..vocabulary import (
+    BOS_ID,
+    EOS_ID,
+    EVENT_PARAMETERS,
+    EVENT_TYPE_IDS,
+    PAD_ID,
+    PARAMETER_SIZES,
+    TOKENS_PER_EVENT,
+    parameter_id,
+)
 from .controls import (
     DisableControlChangeLogitsProcessor,
     DisablePatchChangeLogitsProcessor,
@@ -34,16 +44,6 @@ from .general_midi import (
     parse_instruments,
     parse_key_signature,
     parse_time_signature,
-)
-from .vocabulary import (
-    BOS_ID,
-    EOS_ID,
-    EVENT_PARAMETERS,
-    EVENT_TYPE_IDS,
-    PAD_ID,
-    PARAMETER_SIZES,
-    TOKENS_PER_EVENT,
-    parameter_id,
 )
 
 #: Channels given to instruments, in order: 0..8 then 10..15 (9 is the drum channel).
@@ -194,7 +194,7 @@ def prompt_from_midi(source: Any, n_events: int | None = None, tokenizer: Any = 
             raise ValueError("encoded rows must start with a BOS row (encode with add_bos_eos=True)")
     else:
         if tokenizer is None:
-            from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+            from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
             tokenizer = MidiEventTransformerTokenizer()
         rows = tokenizer.encode_midi(source, add_bos_eos=True)

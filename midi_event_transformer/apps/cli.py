@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from .errors import InvalidMidiError
+from ..errors import InvalidMidiError
 
 PROG = "midi-event-transformer"
 
@@ -40,8 +40,8 @@ def _add_tokenize(subparsers) -> None:
 
 def _format_event_table(ids, show_ids: bool = False, limit: int | None = None) -> list[str]:
     """Readable lines for rows of ids (n_events, 8): index, type, time (beats), track, channel, params."""
-    from .midi_writing import row_to_event
-    from .vocabulary import EVENT_PARAMETERS, ID_TO_EVENT_TYPE
+    from ..midi_writing import row_to_event
+    from ..vocabulary import EVENT_PARAMETERS, ID_TO_EVENT_TYPE
 
     header = f"{'index':>6}  {'type':<15}{'time':>10}  {'track':>5}  {'channel':>7}  params"
     lines = [header, "-" * len(header)]
@@ -73,7 +73,7 @@ _NOTE_NAMES = "C C# D D# E F F# G G# A A# B".split()
 
 def _readable_params(name: str, values: dict[str, int]) -> str:
     """Parameters in musical units: pitch names, durations in beats, signatures as written in scores."""
-    from .midi_writing import KEY_NAMES
+    from ..midi_writing import KEY_NAMES
 
     if name == "note":
         pitch = values["pitch"]
@@ -88,7 +88,7 @@ def _readable_params(name: str, values: dict[str, int]) -> str:
 
 
 def _run_tokenize(args: argparse.Namespace) -> int:
-    from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+    from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
     if args.limit is not None and args.limit < 0:
         raise _UsageError("--limit must be >= 0")
@@ -101,7 +101,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- generate
 def _add_generate(subparsers) -> None:
-    from .pipeline import (
+    from ..generation.api import (
         DEFAULT_EVENTS,
         DEFAULT_PROMPT_EVENTS,
         DEFAULT_TEMPERATURE,
@@ -178,17 +178,17 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     from transformers.utils import logging as transformers_logging
 
-    from .generation_requests import PromptOptions, SamplingOptions, generate_pieces
-    from .pipeline import sample_file_name
+    from ..generation.api import sample_file_name
+    from ..generation.requests import PromptOptions, SamplingOptions, generate_pieces
 
     # the optional outputs are checked before the (long) generation
     try:
         if args.piano_roll:
-            from .pianoroll import draw_piano_roll, import_pyplot
+            from ..evaluation.pianoroll import draw_piano_roll, import_pyplot
 
             import_pyplot()
         if args.audio:
-            from .audio import AudioRenderingError, find_fluidsynth, find_soundfont, render_audio
+            from ..evaluation.audio import AudioRenderingError, find_fluidsynth, find_soundfont, render_audio
 
             find_fluidsynth()
             find_soundfont()
@@ -247,7 +247,7 @@ def _add_convert(subparsers) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .convert_skytnt import convert_skytnt_checkpoint, convert_skytnt_lora
+    from ..hub.conversion import convert_skytnt_checkpoint, convert_skytnt_lora
 
     if not Path(args.src).is_dir():
         raise _UsageError(f"{args.src} is not a directory")
@@ -283,8 +283,8 @@ def _add_prepare(subparsers) -> None:
 def _run_prepare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .data import split_by_file, tokenize_midi_dataset
-    from .tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+    from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+    from ..training.data import split_by_file, tokenize_midi_dataset
 
     if args.num_proc is not None and args.num_proc < 1:
         raise _UsageError(f"--num-proc must be >= 1, got {args.num_proc}")
@@ -315,8 +315,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- app
 def _add_app(subparsers) -> None:
-    from .app import DEFAULT_HOST, DEFAULT_PORT
-    from .pipeline import DTYPE_NAMES
+    from ..generation.api import DTYPE_NAMES
+    from .web import DEFAULT_HOST, DEFAULT_PORT
 
     parser = subparsers.add_parser(
         "app", help="serve a local web app to generate MIDI in the browser (needs the [app] extra: gradio)",
@@ -337,7 +337,7 @@ def _add_app(subparsers) -> None:
 def _run_app(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from .app import MidiApp
+    from .web import MidiApp
 
     if not 1 <= args.port <= 65535:
         raise _UsageError(f"--port must be in 1..65535, got {args.port}")

@@ -45,11 +45,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from .general_midi import DRUM_CHANNEL, drum_kit_program, instrument_program
-from .musical_time import STEPS_PER_BEAT, TimeLimit, cut_at_time_limit, event_step
-from .prompts import MELODIC_CHANNELS, event_row
-from .sliding_window import WindowedEventReader
-from .vocabulary import (
+from ..vocabulary import (
     BOS_ID,
     EOS_ID,
     EVENT_PARAMETERS,
@@ -58,6 +54,10 @@ from .vocabulary import (
     PARAMETER_SIZES,
     TOKENS_PER_EVENT,
 )
+from .general_midi import DRUM_CHANNEL, drum_kit_program, instrument_program
+from .musical_time import STEPS_PER_BEAT, TimeLimit, cut_at_time_limit, event_step
+from .prompts import MELODIC_CHANNELS, event_row
+from .sliding_window import WindowedEventReader
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Example::
 
-    >>> from midi_event_transformer.pianoroll import draw_piano_roll
+    >>> from midi_event_transformer.evaluation.pianoroll import draw_piano_roll
     >>> draw_piano_roll("song.mid", "song.png", time_unit="seconds")
     PosixPath('song.png')
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import mido
 
-from .note_list import DRUM_CHANNEL, NoteList, read_notes
+from ..generation.note_list import DRUM_CHANNEL, NoteList, read_notes
 
 _PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 TIME_UNITS = ("beats", "seconds")

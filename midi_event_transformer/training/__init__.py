@@ -1,0 +1,1 @@
+"""Training: tokenized datasets, windows and the collator, LoRA adapters. Depends on the core only."""

@@ -51,7 +51,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "draw_piano_roll": "evaluation.pianoroll",
     "render_audio": "evaluation.audio",
     "evaluate_nll": "evaluation.nll",
-    "compare_statistics": "evaluation.nll",
+    "compare_statistics": "evaluation.statistics",
 }
 
 

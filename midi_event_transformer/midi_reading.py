@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from .errors import InvalidMidiError
@@ -34,6 +36,9 @@ from .errors import InvalidMidiError
 ScoreEvent = list
 #: ``(ticks_per_beat, tracks)``: one list of score events per ``MTrk`` chunk, in file order.
 Score = tuple[int, list[list[ScoreEvent]]]
+
+#: File names read as MIDI files (lower case), by the tokenizer and by the folder finder.
+MIDI_SUFFIXES: tuple[str, ...] = (".mid", ".midi", ".kar", ".smf")
 
 # Data bytes after a channel status (high nibble 0x8..0xE).
 _CHANNEL_DATA_BYTES = {0x8: 2, 0x9: 2, 0xA: 2, 0xB: 2, 0xC: 1, 0xD: 1, 0xE: 2}
@@ -267,4 +272,36 @@ def read_midi(source: Any) -> Score:
     return parse_midi_bytes(data, described)
 
 
-__all__ = ["Score", "ScoreEvent", "describe_source", "parse_midi_bytes", "read_midi", "read_source_bytes"]
+def find_midi_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """The MIDI files named by ``paths``: files as given, folders searched recursively for ``MIDI_SUFFIXES``
+    (sorted), each file once, in order. What training, evaluation and the scripts read.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: nothing was found.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such MIDI file or folder: {path}")
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise ValueError(f"no MIDI files ({', '.join(MIDI_SUFFIXES)}) found in {[str(p) for p in paths]}")
+    return unique
+
+
+__all__ = [
+    "MIDI_SUFFIXES",
+    "Score",
+    "ScoreEvent",
+    "describe_source",
+    "find_midi_files",
+    "parse_midi_bytes",
+    "read_midi",
+    "read_source_bytes",
+]

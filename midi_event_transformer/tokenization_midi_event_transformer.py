@@ -27,7 +27,7 @@ from transformers import BatchEncoding, PreTrainedTokenizer
 
 from .midi_augment import augment_rows, quality_report
 from .midi_events import events_to_rows, score_to_events
-from .midi_reading import read_midi
+from .midi_reading import MIDI_SUFFIXES, read_midi
 from .midi_writing import as_rows, rows_to_tracks, tracks_to_midi
 from .vocabulary import (
     BOS_ID,
@@ -42,9 +42,6 @@ from .vocabulary import (
 
 logger = logging.getLogger(__name__)
 
-_MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
-
-
 def _build_token_strings() -> list[str]:
     tokens = ["<pad>", "<bos>", "<eos>", *EVENT_TYPES]
     for parameter, size in PARAMETER_SIZES.items():
@@ -58,7 +55,7 @@ def _is_midi_source(value: Any) -> bool:
     if isinstance(value, (bytes, bytearray, memoryview, os.PathLike)):
         return True
     if isinstance(value, str):
-        return value.lower().endswith(_MIDI_SUFFIXES) or (len(value) < 4096 and os.path.isfile(value))
+        return value.lower().endswith(MIDI_SUFFIXES) or (len(value) < 4096 and os.path.isfile(value))
     return hasattr(value, "read") or (hasattr(value, "tracks") and hasattr(value, "ticks_per_beat"))
 
 

@@ -39,15 +39,12 @@ from midi_event_transformer import (
     MidiEventTransformerForCausalLM,
     MidiEventTransformerTokenizer,
 )
-from midi_event_transformer.evaluation.nll import (
-    compare_statistics,
-    draw_statistics_comparison,
-    evaluate_nll,
-    list_midi_files,
-)
+from midi_event_transformer.evaluation.nll import evaluate_nll
 from midi_event_transformer.evaluation.pianoroll import draw_piano_rolls
+from midi_event_transformer.evaluation.statistics import compare_statistics, draw_statistics_comparison
 from midi_event_transformer.generation.api import generate_midi
 from midi_event_transformer.hub.cards import write_model_card
+from midi_event_transformer.midi_reading import find_midi_files
 from midi_event_transformer.training.data import is_validation_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -181,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
     save_stored_model(run / "final", output, DTYPES[args.dtype])
     fraction = train_args["data"]["validation_fraction"]
-    held_out = [path for path in list_midi_files(args.data) if is_validation_file(path.name, fraction)]
+    held_out = [path for path in find_midi_files(args.data) if is_validation_file(path.name, fraction)]
     tokenizer = MidiEventTransformerTokenizer.from_pretrained(output)
     # judged as users load it: from_pretrained's defaults (the stored dtype); and the same weights upcast to fp32
     model = MidiEventTransformerForCausalLM.from_pretrained(output).eval()

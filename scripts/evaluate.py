@@ -31,7 +31,7 @@ def _write(report: dict, output: str | None) -> None:
 
 
 def _files(data: list[str], file_list: str | None, limit: int | None) -> list[Path]:
-    from midi_event_transformer.evaluation.nll import list_midi_files
+    from midi_event_transformer.midi_reading import find_midi_files
 
     names = list(data)
     if file_list:
@@ -43,7 +43,7 @@ def _files(data: list[str], file_list: str | None, limit: int | None) -> list[Pa
                 names.append(str(path if path.is_absolute() or path.exists() else base / path))
     if not names:
         raise ValueError("give --data and/or --file-list")
-    files = list_midi_files(names)
+    files = find_midi_files(names)
     return files[:limit] if limit else files
 
 
@@ -73,7 +73,7 @@ def run_nll(args: argparse.Namespace) -> dict:
 
 
 def run_stats(args: argparse.Namespace) -> dict:
-    from midi_event_transformer.evaluation.nll import compare_statistics, draw_statistics_comparison
+    from midi_event_transformer.evaluation.statistics import compare_statistics, draw_statistics_comparison
 
     sets = {args.generated_name: _files(args.generated, None, args.limit)}
     if args.reference:

@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                  else MidiEventTransformerTokenizer())
     sources = data_args.data
     if data_args.max_files:
-        from midi_event_transformer.training.data import find_midi_files
+        from midi_event_transformer.midi_reading import find_midi_files
 
         sources = find_midi_files(sources)[:data_args.max_files]
     with accelerator.main_process_first():

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from midi_event_transformer.midi_reading import find_midi_files
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.training.data import (
     DataCollatorForMidiEvents,
     MidiWindowDataset,
-    find_midi_files,
     is_validation_file,
     split_by_file,
     tokenize_midi_dataset,
@@ -54,6 +54,17 @@ def test_find_midi_files_sorted_recursive(midi_folder):
     assert "readme.txt" not in names and any(n.startswith("sub/") for n in names)
     with pytest.raises(FileNotFoundError):
         find_midi_files(midi_folder / "missing")
+
+
+def test_find_midi_files_is_the_one_finder(midi_folder, tmp_path):
+    """Training (tokenize_midi_dataset) and evaluation read the same files: .smf counted, each file once."""
+    (midi_folder / "extra.SMF").write_bytes(next(midi_folder.glob("*.mid")).read_bytes())
+    files = find_midi_files([midi_folder, midi_folder])
+    assert len(files) == 6 and len(set(files)) == 6 and any(p.suffix == ".SMF" for p in files)
+    assert files == find_midi_files(midi_folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no MIDI files"):
+        find_midi_files(tmp_path / "empty")
 
 
 def test_bad_files_skipped_counted_and_reported(midi_folder, pop909_files, tmp_path):

@@ -15,16 +15,14 @@ import torch
 import torch.nn.functional as F
 from generation_helpers import random_model
 
-from midi_event_transformer.evaluation.nll import (
+from midi_event_transformer.evaluation.nll import evaluate_nll, sliding_windows, window_token_scores
+from midi_event_transformer.evaluation.statistics import (
     compare_statistics,
     draw_statistics_comparison,
-    evaluate_nll,
-    list_midi_files,
     midi_statistics,
-    sliding_windows,
-    window_token_scores,
 )
 from midi_event_transformer.generation.note_list import read_notes
+from midi_event_transformer.midi_reading import find_midi_files
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 from midi_event_transformer.vocabulary import PAD_ID
 
@@ -130,11 +128,11 @@ def test_compare_statistics_and_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_list_midi_files_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        list_midi_files(tmp_path / "missing")
+def test_find_midi_files_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such MIDI file or folder"):
+        find_midi_files(tmp_path / "missing")
     with pytest.raises(ValueError, match="no MIDI files"):
-        list_midi_files(tmp_path)
+        find_midi_files(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- NLL

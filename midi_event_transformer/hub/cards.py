@@ -194,7 +194,7 @@ def _statistics_rows(statistics: Any) -> tuple[list[str], list[tuple[str, list[s
     ``{set: {statistic: mean}}`` dict."""
     if not statistics:
         return [], []
-    from ..evaluation.nll import STATISTIC_LABELS, STATISTICS
+    from ..evaluation.statistics import STATISTIC_LABELS, STATISTICS
 
     if "sets" in statistics:
         means = {name: {key: value["mean"] for key, value in report["summary"].items()}

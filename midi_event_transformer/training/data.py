@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,31 +29,12 @@ import numpy as np
 import torch
 
 from ..errors import InvalidMidiError
+from ..midi_reading import find_midi_files
 from ..vocabulary import PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger(__name__)
 
-MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
 _NO_IDS = np.zeros(0, dtype=np.int16)
-
-
-def find_midi_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
-    """Sorted MIDI paths of a folder (recursive) or a list of paths/folders.
-
-    Raises:
-        FileNotFoundError: a path does not exist.
-    """
-    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    files: list[str] = []
-    for item in sources:
-        path = Path(item)
-        if path.is_dir():
-            files.extend(str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in MIDI_EXTENSIONS)
-        elif path.is_file():
-            files.append(str(path))
-        else:
-            raise FileNotFoundError(f"no such MIDI file or folder: {path}")
-    return files
 
 
 def is_validation_file(name: str, validation_fraction: float) -> bool:
@@ -127,9 +108,7 @@ def tokenize_midi_dataset(
             names = raw["path"] if "path" in raw.column_names else [f"item-{i}" for i in range(len(raw))]
             raw = raw.add_column("name", [str(n) for n in names])
     else:
-        paths = find_midi_files(sources)
-        if not paths:
-            raise ValueError(f"no MIDI files (*{', *'.join(MIDI_EXTENSIONS)}) found in {sources}")
+        paths = [str(path) for path in find_midi_files(sources)]
         raw = datasets.Dataset.from_dict({"path": paths, "name": paths})
 
     map_kwargs: dict[str, Any] = {}
@@ -256,7 +235,6 @@ class DataCollatorForMidiEvents:
 __all__ = [
     "DataCollatorForMidiEvents",
     "MidiWindowDataset",
-    "find_midi_files",
     "is_validation_file",
     "split_by_file",
     "tokenize_midi_dataset",

@@ -28,6 +28,8 @@ _LAZY_EXPORTS: dict[str, str] = {
     "MidiEventTransformerCache": "cache_midi_event_transformer",
     "convert_skytnt_checkpoint": "hub.conversion",
     "DataCollatorForMidiEvents": "training.data",
+    "load_adapter": "training.lora",
+    "launch_app": "apps.web",
     "generate_midi": "generation.api",
     "MidiGenerationPipeline": "generation.hf_pipeline",
     "plan_track_edit": "generation.track_editing",

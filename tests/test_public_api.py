@@ -16,7 +16,7 @@ MODELING_HOOKS = {
 
 
 def package_trees() -> list[tuple[Path, ast.Module]]:
-    return [(path, ast.parse(path.read_text(), filename=str(path))) for path in sorted(PACKAGE.glob("*.py"))]
+    return [(path, ast.parse(path.read_text(), filename=str(path))) for path in sorted(PACKAGE.rglob("*.py"))]
 
 
 def own_private_names(trees: list[tuple[Path, ast.Module]]) -> set[str]:

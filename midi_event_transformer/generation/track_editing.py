@@ -39,7 +39,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -66,6 +66,9 @@ _NOTE, _PATCH, _CONTROL, _KEY = (EVENT_TYPE_IDS[name] for name in ("note", "patc
 _TRACK_SLOT, _CHANNEL_SLOT = 3, 4  # every event type has time1, time2, track first; channel next when it has one
 assert all(parameters[2] == "track" for parameters in EVENT_PARAMETERS.values())
 _EVENT_IDS = frozenset(EVENT_TYPE_IDS.values())
+_PITCH_SLOT = 1 + EVENT_PARAMETERS["note"].index("pitch")
+#: ``KeptEventsPlan.kept_notes`` of a plan without held pitches.
+NO_KEPT_NOTES = np.zeros((0, 4), dtype=np.int64)
 #: Words that ask :func:`plan_track_edit` for a drum track (the Standard kit) besides the drum kit names.
 DRUM_TRACK_NAMES = ("drums", "drum kit", "percussion")
 
@@ -98,13 +101,67 @@ class TrackEditPlan:
     events_per_beat: int = 4
 
     def __post_init__(self) -> None:
-        if isinstance(self.events_per_beat, bool) or not isinstance(self.events_per_beat, (int, np.integer)):
-            raise TypeError(f"events_per_beat must be an int, not {type(self.events_per_beat).__name__}")
-        if self.events_per_beat < 1:
-            raise ValueError(f"events_per_beat must be >= 1, got {self.events_per_beat}")
+        check_events_per_beat(self.events_per_beat)
+
+    # What KeptTracksLogitsProcessor reads of any plan (see KeptEventsPlan): one model track, no held pitches,
+    # no gap limit; EOS may end the piece.
+    @property
+    def model_channels(self) -> dict[int, int]:
+        return {self.track: self.channel}
+
+    @property
+    def kept_notes(self) -> np.ndarray:
+        return NO_KEPT_NOTES
+
+    max_gap_steps = None
+    allows_eos = True
+
+    @property
+    def prompt_step(self) -> int:
+        return int(event_steps(self.prompt_rows)[-1]) if len(self.prompt_rows) else 0
 
 
-def _steps(rows: np.ndarray) -> np.ndarray:
+@runtime_checkable
+class KeptEventsPlan(Protocol):
+    """What :class:`KeptTracksLogitsProcessor` needs of a plan: a :class:`TrackEditPlan`, or an infill's plan
+    (``infilling.InfillPlan``).
+
+    Attributes:
+        prompt_rows: ``(n, 8)`` the rows before the first kept event (the generation prompt).
+        kept_rows, kept_steps: ``(m, 8)`` the kept events to write in order, and their start steps ``(m,)``.
+        model_channels: the tracks the model writes -> the MIDI channel (0-based) of each.
+        end_step: the model's events start before this step (an event of the model at or past it ends the
+            sample); None: no end but the kept events and the budget.
+        events_per_beat: the most model events that may start in one beat.
+        kept_notes: ``(k, 4)`` ``[start, end, channel, pitch]`` (steps) of the kept notes: a model note never
+            starts on a (channel, pitch) one of them holds, or where one starts.
+        max_gap_steps: the model's next event starts at most this many steps after the last event (None: any).
+        allows_eos: whether the model may end the piece with EOS once the kept events are written.
+        prompt_step: the step the first generated row's ``time1`` counts from.
+    """
+
+    prompt_rows: np.ndarray
+    kept_rows: np.ndarray
+    kept_steps: np.ndarray
+    end_step: int | None
+    events_per_beat: int
+    model_channels: dict[int, int]
+    kept_notes: np.ndarray
+    max_gap_steps: int | None
+    allows_eos: bool
+    prompt_step: int
+
+
+def check_events_per_beat(events_per_beat: Any) -> None:
+    """Raise TypeError / ValueError unless ``events_per_beat`` is an int >= 1."""
+    if isinstance(events_per_beat, bool) or not isinstance(events_per_beat, (int, np.integer)):
+        raise TypeError(f"events_per_beat must be an int, not {type(events_per_beat).__name__}")
+    if events_per_beat < 1:
+        raise ValueError(f"events_per_beat must be >= 1, got {events_per_beat}")
+
+
+def event_steps(rows: np.ndarray) -> np.ndarray:
+    """``(n,)`` the start step of each row (a row that is not an event: the step of the event before it)."""
     steps = np.zeros(len(rows), dtype=np.int64)
     step = 0
     for index, row in enumerate(rows.tolist()):
@@ -169,7 +226,7 @@ def plan_track_edit(rows: Any, *, add_track: str | int | None = None, regenerate
     with_notes = _tracks_with_notes(rows)
     if not with_notes:
         raise ValueError("the prompt has no notes: there is no piece to add a track to")
-    steps = _steps(rows)
+    steps = event_steps(rows)
     setup_end = 1  # BOS, then the setup events: everything at time 0 before the first note
     while setup_end < len(rows) and rows[setup_end, 0] != _NOTE and steps[setup_end] == 0:
         setup_end += 1
@@ -244,7 +301,8 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
     r"""Constrained decoding of a track edit: kept events reproduced, the model writes the new track's events.
 
     Args:
-        plans (list of [`TrackEditPlan`]): one per sample (batch row, or sample of a sliding window).
+        plans (list of [`TrackEditPlan`] or other [`KeptEventsPlan`]): one per sample (batch row, or sample of a
+            sliding window).
         max_model_events (`int`, *optional*): events the model may write per sample; after that only the kept
             events are written. None: no limit.
         allow_control_change (`bool`, defaults to `True`): the model may write control changes on its track.
@@ -257,8 +315,8 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
 
     def __init__(self, plans: Sequence[TrackEditPlan], max_model_events: int | None = None,
                  allow_control_change: bool = True, temperature: float = 1.0) -> None:
-        if not plans or not all(isinstance(plan, TrackEditPlan) for plan in plans):
-            raise TypeError("plans must be a non-empty list of TrackEditPlan")
+        if not plans or not all(isinstance(plan, KeptEventsPlan) for plan in plans):
+            raise TypeError("plans must be a non-empty list of TrackEditPlan (or other KeptEventsPlan)")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         WindowedEventReader.__init__(self)
@@ -266,14 +324,12 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
         self.max_model_events = max_model_events
         self.temperature = float(temperature)
         self.model_types = [_NOTE, _CONTROL] if allow_control_change else [_NOTE]
-        self.states = []
-        for plan in self.plans:
-            prompt_steps = _steps(plan.prompt_rows)
-            self.states.append(_SampleState(step=int(prompt_steps[-1]) if len(prompt_steps) else 0))
+        self.states = [_SampleState(step=int(plan.prompt_step)) for plan in self.plans]
 
     # ------------------------------------------------------------------ state
     def sync(self, input_ids: torch.Tensor) -> None:
-        """Read the events completed since the last call (kept ones move the cursor, the model's are counted)."""
+        """Read the events completed since the last call: the next kept event (as :meth:`_expected` gives it) moves
+        the cursor, any other event is the model's and is counted."""
         for _, sample, events in self.new_events(input_ids):
             state, plan = self.states[sample], self.plans[sample]
             for row in events:
@@ -281,14 +337,17 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
                     state.finished = True
                 if row[0] not in _EVENT_IDS or state.finished:
                     continue
+                kept = row == self._expected(sample)
                 state.step = event_step(state.step, row)
-                if _value(row, _TRACK_SLOT, "track") == plan.track:
+                if kept:
+                    state.cursor += 1
+                elif plan.end_step is not None and state.step >= plan.end_step:
+                    state.finished = True  # the model's event past the end: the sample is complete
+                else:
                     state.model_events += 1
                     beat = state.step // STEPS_PER_BEAT
                     state.model_beat_events = state.model_beat_events + 1 if beat == state.model_beat else 1
                     state.model_beat = beat
-                else:
-                    state.cursor += 1
 
     def done(self, sample: int) -> bool:
         """Whether sample ``sample`` is complete: its kept events are written and the model may not go on."""
@@ -343,32 +402,42 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
         kept_step = int(plan.kept_steps[state.cursor]) if due else None
         beat = state.step // STEPS_PER_BEAT
         first = self._first_free_step(sample)
+        last = kept_step if due else None  # the latest step the model's event may start at
+        if plan.max_gap_steps is not None:
+            reach = max(state.step + plan.max_gap_steps, first)
+            last = reach if last is None else min(last, reach)
         if slot == 0:
             if not due:
-                return [*self.model_types, EOS_ID]
+                return [*self.model_types, EOS_ID] if plan.allows_eos else self.model_types
             return self.model_types if first <= kept_step else []
         if slot == 1:
             most = PARAMETER_SIZES["time1"] - 1
-            if due:
-                most = min(most, kept_step // STEPS_PER_BEAT - beat)
+            if last is not None:
+                most = min(most, last // STEPS_PER_BEAT - beat)
             return range(PARAMETER_OFFSETS["time1"] + first // STEPS_PER_BEAT - beat,
                          PARAMETER_OFFSETS["time1"] + most + 1)
+        start = (beat + _value(prefix, 1, "time1")) * STEPS_PER_BEAT  # of the chosen beat
         if slot == 2:
-            start = (beat + _value(prefix, 1, "time1")) * STEPS_PER_BEAT  # of the chosen beat
             low = max(first - start, 0)
             high = STEPS_PER_BEAT - 1
-            if due and start // STEPS_PER_BEAT == kept_step // STEPS_PER_BEAT:
-                high = kept_step % STEPS_PER_BEAT
+            if last is not None and start // STEPS_PER_BEAT == last // STEPS_PER_BEAT:
+                high = last % STEPS_PER_BEAT
             return range(PARAMETER_OFFSETS["time2"] + low, PARAMETER_OFFSETS["time2"] + high + 1)
         if slot == _TRACK_SLOT:
-            return [PARAMETER_OFFSETS["track"] + plan.track]
+            return [PARAMETER_OFFSETS["track"] + track for track in plan.model_channels]
         if slot == _CHANNEL_SLOT:
-            return [PARAMETER_OFFSETS["channel"] + plan.channel]
+            return [PARAMETER_OFFSETS["channel"] + plan.model_channels[_value(prefix, _TRACK_SLOT, "track")]]
+        if slot == _PITCH_SLOT and prefix[0] == _NOTE and len(plan.kept_notes):
+            step = start + _value(prefix, 2, "time2")
+            held = _held_pitches(plan.kept_notes, _value(prefix, _CHANNEL_SLOT, "channel"), step)
+            return [PARAMETER_OFFSETS["pitch"] + pitch for pitch in range(PARAMETER_SIZES["pitch"])
+                    if pitch not in held]
         return None
 
     def _valid_prefix(self, sample: int, prefix: list[int]) -> bool:
-        for slot in range(min(len(prefix), _CHANNEL_SLOT + 1)):
-            if prefix[slot] not in self._valid_ids(sample, prefix[:slot]):
+        for slot in range(min(len(prefix), _PITCH_SLOT + 1)):
+            valid = self._valid_ids(sample, prefix[:slot])
+            if valid is not None and prefix[slot] not in valid:
                 return False
         return True
 
@@ -411,6 +480,13 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
     def compact_call(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, offset: int) -> torch.FloatTensor:
         """As ``__call__`` on a window of columns: ``scores[:, j]`` is the score of id ``offset + j``."""
         return self._apply(input_ids, scores, offset)
+
+
+def _held_pitches(kept_notes: np.ndarray, channel: int, step: int) -> set[int]:
+    """Pitches of ``channel`` that a kept note holds at ``step`` (sounding then, or starting then)."""
+    on_channel = kept_notes[kept_notes[:, 2] == channel]
+    holding = (on_channel[:, 0] <= step) & ((step < on_channel[:, 1]) | (on_channel[:, 0] == step))
+    return set(on_channel[holding, 3].tolist())
 
 
 def _columns(ids: range | list[int], offset: int, width: int) -> torch.Tensor:
@@ -469,8 +545,12 @@ class KeptTracksStoppingCriteria(StoppingCriteria):
 
 __all__ = [
     "DRUM_TRACK_NAMES",
+    "NO_KEPT_NOTES",
+    "KeptEventsPlan",
     "KeptTracksLogitsProcessor",
     "KeptTracksStoppingCriteria",
     "TrackEditPlan",
+    "check_events_per_beat",
+    "event_steps",
     "plan_track_edit",
 ]

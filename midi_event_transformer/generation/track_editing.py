@@ -113,6 +113,7 @@ class TrackEditPlan:
     def kept_notes(self) -> np.ndarray:
         return NO_KEPT_NOTES
 
+    start_step = 0
     max_gap_steps = None
     allows_eos = True
 
@@ -135,7 +136,9 @@ class KeptEventsPlan(Protocol):
         events_per_beat: the most model events that may start in one beat.
         kept_notes: ``(k, 4)`` ``[start, end, channel, pitch]`` (steps) of the kept notes: a model note never
             starts on a (channel, pitch) one of them holds, or where one starts.
-        max_gap_steps: the model's next event starts at most this many steps after the last event (None: any).
+        start_step: the model's events start at or after this step.
+        max_gap_steps: the model's next event starts at most this many steps after its last one (or after
+            ``start_step``); None: any.
         allows_eos: whether the model may end the piece with EOS once the kept events are written.
         prompt_step: the step the first generated row's ``time1`` counts from.
     """
@@ -147,6 +150,7 @@ class KeptEventsPlan(Protocol):
     events_per_beat: int
     model_channels: dict[int, int]
     kept_notes: np.ndarray
+    start_step: int
     max_gap_steps: int | None
     allows_eos: bool
     prompt_step: int
@@ -293,6 +297,7 @@ class _SampleState:
     model_events: int = 0
     model_beat: int = -1  # beat of the last model event, and how many model events started in it
     model_beat_events: int = 0
+    model_step: int = -1  # start of the model's last event
     finished: bool = False
     expected: dict = field(default_factory=dict)  # (cursor, step) -> the next kept event's row after `step`
 
@@ -345,6 +350,7 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
                     state.finished = True  # the model's event past the end: the sample is complete
                 else:
                     state.model_events += 1
+                    state.model_step = state.step
                     beat = state.step // STEPS_PER_BEAT
                     state.model_beat_events = state.model_beat_events + 1 if beat == state.model_beat else 1
                     state.model_beat = beat
@@ -386,13 +392,13 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
 
     # ------------------------------------------------------------------ what the model may write
     def _first_free_step(self, sample: int) -> int:
-        """The earliest step the model's next event may start at: the last event's, or the next beat's once
-        this beat holds ``events_per_beat`` model events."""
+        """The earliest step the model's next event may start at: the last event's (or the plan's start), or the
+        next beat's once this beat holds ``events_per_beat`` model events."""
         state, plan = self.states[sample], self.plans[sample]
         beat = state.step // STEPS_PER_BEAT
         if state.model_beat == beat and state.model_beat_events >= plan.events_per_beat:
-            return (beat + 1) * STEPS_PER_BEAT
-        return state.step
+            return max((beat + 1) * STEPS_PER_BEAT, plan.start_step)
+        return max(state.step, plan.start_step)
 
     def _valid_ids(self, sample: int, prefix: list[int]) -> range | list[int] | None:
         """Ids at slot ``len(prefix)`` that keep the model's event valid (None: any the grammar allows)."""
@@ -404,7 +410,7 @@ class KeptTracksLogitsProcessor(LogitsProcessor, WindowedEventReader):
         first = self._first_free_step(sample)
         last = kept_step if due else None  # the latest step the model's event may start at
         if plan.max_gap_steps is not None:
-            reach = max(state.step + plan.max_gap_steps, first)
+            reach = max(max(state.model_step, plan.start_step) + plan.max_gap_steps, first)
             last = reach if last is None else min(last, reach)
         if slot == 0:
             if not due:

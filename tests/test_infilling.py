@@ -1,0 +1,155 @@
+"""Rewriting a span of a piece (``generation.infilling``): spans, plans, and the kept-events decoding on tiny models."""
+
+from __future__ import annotations
+
+import mido
+import numpy as np
+import pytest
+import torch
+from generation_helpers import grammar_problems, multitrack_song, random_model, reloaded
+
+from midi_event_transformer.generation.infilling import (
+    InfillPlan,
+    assemble_infill,
+    piece_end_step,
+    plan_infill,
+    span_steps,
+    step_at,
+)
+from midi_event_transformer.generation.sliding_window import generate_in_windows
+from midi_event_transformer.generation.track_editing import (
+    KeptTracksLogitsProcessor,
+    KeptTracksStoppingCriteria,
+    event_steps,
+)
+from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
+from midi_event_transformer.vocabulary import (
+    BOS_ID,
+    EOS_ID,
+    EVENT_TYPE_IDS,
+    PAD_ID,
+    PARAMETER_OFFSETS,
+)
+
+torch.set_num_threads(1)
+TOKENIZER = MidiEventTransformerTokenizer()
+NOTE = EVENT_TYPE_IDS["note"]
+
+
+@pytest.fixture(scope="module")
+def rows() -> np.ndarray:
+    return TOKENIZER.encode_midi(multitrack_song(bars=8))  # 4/4, 100 then 120 bpm from bar 5; tracks 1-3
+
+
+@pytest.fixture(scope="module")
+def loose_model():
+    model = random_model()
+    model.generation_config.suppress_tokens = [EOS_ID]
+    return model
+
+
+def grid_notes(midi: mido.MidiFile) -> dict[int, list[tuple[int, int, int, int, int]]]:
+    """Track -> sorted (start step, channel, pitch, velocity, duration steps) of the notes, as the file reads back."""
+    encoded = TOKENIZER.encode_midi(reloaded(midi))
+    notes: dict[int, list] = {}
+    for row, step in zip(encoded.tolist(), event_steps(encoded).tolist(), strict=True):
+        if row[0] == NOTE:
+            values = [row[slot] - PARAMETER_OFFSETS[name] for slot, name in
+                      ((3, "track"), (4, "channel"), (5, "pitch"), (6, "velocity"), (7, "duration"))]
+            notes.setdefault(values[0], []).append((step, *values[1:]))
+    return {track: sorted(found) for track, found in notes.items()}
+
+
+def infill(model, rows, plan: InfillPlan, seed: int = 0, allow_control_change: bool = True) -> np.ndarray:
+    processor = KeptTracksLogitsProcessor([plan], allow_control_change=allow_control_change)
+    torch.manual_seed(seed)
+    out = generate_in_windows(model, [plan.prompt_rows], max_events=len(plan.kept_rows) + plan.max_model_events,
+                              context_events=512, logits_processor=[processor],
+                              stopping_criteria=[KeptTracksStoppingCriteria(processor)], do_sample=True,
+                              pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID)
+    return assemble_infill(out[0], plan)
+
+
+# ---------------------------------------------------------------------------------------------- spans
+def test_bars_and_seconds_to_steps(rows):
+    assert span_steps(rows, bars=(3, 4)) == (128, 256)  # 4/4: 64 steps a bar, bar 3 starts after two bars
+    assert span_steps(rows, bars="3-4") == (128, 256)
+    assert step_at(rows, seconds=2.4) == 64  # 100 bpm: 0.6 s a beat
+    start, end = span_steps(rows, seconds=(2.4, 12.0))
+    assert (start, end) == (64, 16 * 4 * 4 + round((12.0 - 9.6) / 0.5 * 16))  # 120 bpm from bar 5 (9.6 s)
+
+
+def test_a_span_past_the_end_is_cut_there(rows):
+    end = piece_end_step(rows)
+    assert end == 8 * 64
+    assert span_steps(rows, bars=(7, 40)) == (6 * 64, end)
+
+
+@pytest.mark.parametrize(("bars", "seconds", "error", "match"), [
+    ((9, 12), None, ValueError, "starts after the piece ends"),
+    ((3, 2), None, ValueError, "first <= last"),
+    ((0, 2), None, ValueError, "first <= last"),
+    ((1, 2), (0.0, 1.0), ValueError, "not both"),
+    (None, None, ValueError, "give the span"),
+    (None, (3.0, 3.0), ValueError, "start < end"),
+    ("1-x", None, ValueError, "invalid literal|two numbers"),
+    ((1.5, 2), None, TypeError, "whole numbers"),
+])
+def test_bad_spans_raise(rows, bars, seconds, error, match):
+    with pytest.raises(error, match=match):
+        span_steps(rows, bars=bars, seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------------- plans
+def test_plan_keeps_the_span_s_other_events(rows):
+    plan = plan_infill(rows, 128, 256, tracks=[2])
+    assert plan.model_channels == {2: 1}
+    steps = event_steps(rows)
+    assert np.all(event_steps(plan.prompt_rows) < 128) and plan.prompt_rows[0, 0] == BOS_ID
+    assert np.all((plan.kept_steps >= 128) & (plan.kept_steps < 256)) and np.all(plan.suffix_steps >= 256)
+    in_span = rows[(steps >= 128) & (steps < 256)]
+    tracks = in_span[:, 3] - PARAMETER_OFFSETS["track"]
+    rewritten = np.isin(in_span[:, 0], [NOTE, EVENT_TYPE_IDS["control_change"]]) & (tracks == 2)
+    np.testing.assert_array_equal(plan.kept_rows, in_span[~rewritten])
+    assert plan.allows_eos is False and plan.max_gap_steps >= 64
+
+
+def test_unknown_or_silent_tracks_raise(rows):
+    with pytest.raises(ValueError, match="no track 7 with notes"):
+        plan_infill(rows, 128, 256, tracks=[7])
+    with pytest.raises(TypeError, match="track numbers"):
+        plan_infill(rows, 128, 256, tracks="2")
+    with pytest.raises(ValueError, match="empty"):
+        plan_infill(rows, 128, 256, tracks=[])
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+@pytest.mark.parametrize("tracks", [None, [1], [1, 3]])
+def test_notes_outside_the_span_and_of_kept_tracks_are_identical(rows, loose_model, tracks):
+    start, end = span_steps(rows, bars=(3, 5))
+    plan = plan_infill(rows, start, end, tracks=tracks)
+    full = infill(loose_model, rows, plan)
+    assert not grammar_problems(full)
+    before, after = grid_notes(TOKENIZER.decode_midi(rows)), grid_notes(TOKENIZER.decode_midi(full))
+    rewritten = plan.model_channels
+    for track in before:
+        outside = [note for note in before[track] if not start <= note[0] < end]
+        assert [note for note in after.get(track, []) if not start <= note[0] < end] == outside, track
+        if track not in rewritten:  # kept tracks are identical inside the span too
+            assert after.get(track, []) == before[track], track
+    model_notes = [note for track in rewritten for note in after.get(track, []) if start <= note[0] < end]
+    assert model_notes, "the span was left empty"
+    assert all(note[0] + note[4] <= end for note in model_notes)  # clipped at the span's end
+    assert piece_end_step(full) == piece_end_step(rows)  # the piece ends where the prompt ends
+
+
+def test_model_notes_never_start_on_a_held_pitch(rows, loose_model):
+    start, end = span_steps(rows, bars=(2, 4))
+    plan = plan_infill(rows, start, end, tracks=[1])
+    # a kept note of channel 0 pitch 60 held over the whole span blocks that pitch for the model
+    plan.kept_notes = np.concatenate([plan.kept_notes, [[0, 10_000, 0, 60]]])
+    full = infill(loose_model, rows, plan, seed=3, allow_control_change=False)
+    steps = event_steps(full)
+    model = [(row, step) for row, step in zip(full.tolist(), steps.tolist(), strict=True)
+             if row[0] == NOTE and start <= step < end and row[3] - PARAMETER_OFFSETS["track"] == 1]
+    assert model and all(row[5] - PARAMETER_OFFSETS["pitch"] != 60 for row, _ in model)

@@ -19,7 +19,7 @@ from typing import Any
 
 from transformers import GenerationConfig, PreTrainedConfig
 
-from .vocabulary import BOS_ID, EOS_ID, PAD_ID, TOKENS_PER_EVENT, VOCAB_SIZE
+from .vocabulary import BOS_ID, EOS_ID, FIM_VOCAB_SIZE, PAD_ID, TOKENS_PER_EVENT, VOCAB_SIZE
 
 
 class MidiEventTransformerLevelConfig(PreTrainedConfig):
@@ -146,6 +146,10 @@ class MidiEventTransformerConfig(PreTrainedConfig):
         use_cache (`bool`, defaults to `True`): return a [`MidiEventTransformerCache`] from forward.
         pad_token_id / bos_token_id / eos_token_id (`int`): special ids (0, 1, 2).
         tie_word_embeddings (`bool`, defaults to `False`): the reference does not tie `lm_head`.
+        fill_in_the_middle (`bool`, defaults to `False`): the model was trained on fill-in-the-middle examples
+            (`generation/fim.py`: the sentinel ids `FIM_SPAN_ID` 3406 and `FIM_MIDDLE_ID` 3407 after the reference's
+            ids), so it can write a span given what comes before and after it. True needs `vocab_size >= 3408`
+            (`MidiEventTransformerForCausalLM.resize_for_fim` does both). Configs saved without it load as False.
 
     Example:
 
@@ -172,6 +176,7 @@ class MidiEventTransformerConfig(PreTrainedConfig):
     bos_token_id: int | None = BOS_ID
     eos_token_id: int | None = EOS_ID
     tie_word_embeddings: bool = False
+    fill_in_the_middle: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         _reject_unknown_keys(type(self).__name__, kwargs)
@@ -190,6 +195,11 @@ class MidiEventTransformerConfig(PreTrainedConfig):
             raise ValueError(f"event_config.hidden_size ({self.event_config.hidden_size}) must equal "
                              f"token_config.hidden_size ({self.token_config.hidden_size}): the event hidden state "
                              "is the token transformer's first input")
+        if not isinstance(self.fill_in_the_middle, bool):
+            raise ValueError(f"fill_in_the_middle must be a bool, got {self.fill_in_the_middle!r}")
+        if self.fill_in_the_middle and self.vocab_size < FIM_VOCAB_SIZE:
+            raise ValueError(f"fill_in_the_middle=True needs vocab_size >= {FIM_VOCAB_SIZE} (the two FIM sentinel ids "
+                             f"after the reference's {VOCAB_SIZE}), got {self.vocab_size}")
         if self.tie_word_embeddings:
             raise ValueError("tie_word_embeddings=True is not supported: lm_head has no single embedding to tie to")
 

@@ -12,6 +12,11 @@ Layout (ids are allocated in this order, each block contiguous)::
                         velocity 128, patch 128, controller 128, value 128, bpm 384, nn 16, dd 4,
                         sf 15, mi 2   (ending at 3405)
 
+Fill-in-the-middle (FIM) sentinels come after the reference's ids: ``FIM_SPAN_ID`` (3406) and
+``FIM_MIDDLE_ID`` (3407), so a FIM model has ``FIM_VOCAB_SIZE`` (3408) ids. ``VOCAB_SIZE`` stays 3406: the
+tokenizer never writes a sentinel, and every reference id and checkpoint is unchanged. The layout that uses
+them is described in ``generation/fim.py``.
+
 This module is pure Python (no torch) so that the tokenizer, the model's grammar and the data
 pipeline all share one definition.
 """
@@ -73,6 +78,15 @@ PARAMETER_OFFSETS: dict[str, int] = _parameter_offsets()
 VOCAB_SIZE: int = 3 + len(EVENT_TYPES) + sum(PARAMETER_SIZES.values())
 assert VOCAB_SIZE == 3406 and TOKENS_PER_EVENT == 1 + max(len(p) for p in EVENT_PARAMETERS.values())
 
+#: Fill-in-the-middle sentinel opening the span row: ``[FIM_SPAN_ID, time1, time2, time1, time2, pad x3]``
+#: (where the span starts and how long it is; see ``generation/fim.py``).
+FIM_SPAN_ID: int = VOCAB_SIZE
+#: Fill-in-the-middle sentinel of the middle row ``[FIM_MIDDLE_ID, pad x7]``: the span's events follow.
+FIM_MIDDLE_ID: int = VOCAB_SIZE + 1
+#: Vocabulary size of a model trained for fill-in-the-middle (the reference's ids + the two sentinels).
+FIM_VOCAB_SIZE: int = VOCAB_SIZE + 2
+assert (FIM_SPAN_ID, FIM_MIDDLE_ID, FIM_VOCAB_SIZE) == (3406, 3407, 3408)
+
 
 def parameter_id(name: str, value: int) -> int:
     """Token id of ``value`` for parameter ``name``.
@@ -120,6 +134,9 @@ __all__ = [
     "EVENT_PARAMETERS",
     "EVENT_TYPES",
     "EVENT_TYPE_IDS",
+    "FIM_MIDDLE_ID",
+    "FIM_SPAN_ID",
+    "FIM_VOCAB_SIZE",
     "ID_TO_EVENT_TYPE",
     "PAD_ID",
     "PARAMETER_OFFSETS",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,14 @@ import torch
 from transformers import StoppingCriteria
 
 from ..midi_writing import TICKS_PER_BEAT, tempo_for_bpm
-from ..vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, PARAMETER_SIZES
+from ..vocabulary import (
+    EVENT_PARAMETERS,
+    EVENT_TYPE_IDS,
+    FIM_MIDDLE_ID,
+    FIM_SPAN_ID,
+    PARAMETER_OFFSETS,
+    PARAMETER_SIZES,
+)
 from .note_list import DEFAULT_TEMPO
 from .sliding_window import WindowedEventReader
 
@@ -56,6 +63,14 @@ class MusicalClock:
         seconds, bars: the same point in seconds and bars from the piece's start.
         tempo: microseconds per beat in force after that event (as the decoded file writes it).
         steps_per_bar: bar length in force after that event (64 in 4/4).
+        span: in a fill-in-the-middle layout (``generation/fim.py``), the span ``(start_step, end_step)`` of the
+            SPAN row read (None before one).
+        span_start: the clock at the span start, where the MIDDLE row returns to (None before a SPAN row).
+
+    A fill-in-the-middle layout reads as one timeline: the SPAN row sets :attr:`span` and jumps to the span end
+    (the suffix is timed from there), the MIDDLE row returns to :attr:`span_start`, so each event reads at its
+    original step. The seconds and bars of the suffix assume that the span changes neither tempo nor time signature
+    (the middle is not known yet); those of the middle are exact.
     """
 
     step: int = 0
@@ -63,6 +78,8 @@ class MusicalClock:
     bars: float = 0.0
     tempo: int = DEFAULT_TEMPO
     steps_per_bar: float = 4.0 * STEPS_PER_BEAT
+    span: tuple[int, int] | None = None
+    span_start: MusicalClock | None = field(default=None, repr=False)
 
     def at(self, step: int) -> tuple[float, float]:
         """``(seconds, bars)`` of ``step`` (at or after :attr:`step`) with the tempo and bar length in force."""
@@ -70,8 +87,26 @@ class MusicalClock:
         return (self.seconds + delta * self.tempo / 1e6 / STEPS_PER_BEAT, self.bars + delta / self.steps_per_bar)
 
     def advance(self, row: Sequence[int]) -> None:
-        """Read one row of 8 ids; rows that are not events (BOS, EOS, pad) are skipped."""
-        if int(row[0]) not in _EVENT_IDS:
+        """Read one row of 8 ids; rows that are not events (BOS, EOS, pad) are skipped, the fill-in-the-middle
+        sentinel rows move the clock (see the class docstring)."""
+        first = int(row[0])
+        if first == FIM_SPAN_ID:
+            start = event_step(self.step, row[:3])
+            end = event_step(start, [row[0], row[3], row[4]])
+            self.seconds, self.bars = self.at(start)
+            self.step = start
+            self.span_start = replace(self, span=None, span_start=None)
+            self.span = (start, end)
+            self.seconds, self.bars = self.at(end)
+            self.step = end
+            return
+        if first == FIM_MIDDLE_ID:
+            if self.span_start is not None:
+                back = self.span_start
+                self.step, self.seconds, self.bars = back.step, back.seconds, back.bars
+                self.tempo, self.steps_per_bar = back.tempo, back.steps_per_bar
+            return
+        if first not in _EVENT_IDS:
             return
         step = event_step(self.step, row)
         self.seconds, self.bars = self.at(step)
@@ -84,7 +119,7 @@ class MusicalClock:
             self.steps_per_bar = numerator * 4 * STEPS_PER_BEAT / denominator
 
     def copy(self) -> MusicalClock:
-        return MusicalClock(self.step, self.seconds, self.bars, self.tempo, self.steps_per_bar)
+        return replace(self)
 
     @classmethod
     def after(cls, rows: Any) -> MusicalClock:

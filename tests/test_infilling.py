@@ -6,8 +6,9 @@ import mido
 import numpy as np
 import pytest
 import torch
-from generation_helpers import grammar_problems, multitrack_song, random_model, reloaded
+from generation_helpers import grammar_problems, multitrack_song, random_model, reloaded, tiny_config
 
+from midi_event_transformer.generation.fim import fim_steps
 from midi_event_transformer.generation.infilling import (
     InfillPlan,
     assemble_infill,
@@ -15,7 +16,9 @@ from midi_event_transformer.generation.infilling import (
     plan_infill,
     span_steps,
     step_at,
+    with_both_sides,
 )
+from midi_event_transformer.generation.musical_time import MusicalClock
 from midi_event_transformer.generation.sliding_window import generate_in_windows
 from midi_event_transformer.generation.track_editing import (
     KeptTracksLogitsProcessor,
@@ -27,6 +30,9 @@ from midi_event_transformer.vocabulary import (
     BOS_ID,
     EOS_ID,
     EVENT_TYPE_IDS,
+    FIM_MIDDLE_ID,
+    FIM_SPAN_ID,
+    FIM_VOCAB_SIZE,
     PAD_ID,
     PARAMETER_OFFSETS,
 )
@@ -44,6 +50,14 @@ def rows() -> np.ndarray:
 @pytest.fixture(scope="module")
 def loose_model():
     model = random_model()
+    model.generation_config.suppress_tokens = [EOS_ID]
+    return model
+
+
+@pytest.fixture(scope="module")
+def fim_model():
+    """A tiny random model configured as trained for fill-in-the-middle (two sentinel ids after the reference's)."""
+    model = random_model(tiny_config(vocab_size=FIM_VOCAB_SIZE, fill_in_the_middle=True))
     model.generation_config.suppress_tokens = [EOS_ID]
     return model
 
@@ -124,11 +138,15 @@ def test_unknown_or_silent_tracks_raise(rows):
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-@pytest.mark.parametrize("tracks", [None, [1], [1, 3]])
-def test_notes_outside_the_span_and_of_kept_tracks_are_identical(rows, loose_model, tracks):
+@pytest.mark.parametrize(("tracks", "both_sides"), [(None, False), ([1], False), ([1, 3], False), (None, True),
+                                                    ([2], True)])
+def test_notes_outside_the_span_and_of_kept_tracks_are_identical(rows, loose_model, fim_model, tracks, both_sides):
     start, end = span_steps(rows, bars=(3, 5))
     plan = plan_infill(rows, start, end, tracks=tracks)
-    full = infill(loose_model, rows, plan)
+    if both_sides:
+        plan = with_both_sides(plan, context_events=512)
+        assert plan.both_sides and plan.prompt_rows[-1, 0] == FIM_MIDDLE_ID
+    full = infill(fim_model if both_sides else loose_model, rows, plan)
     assert not grammar_problems(full)
     before, after = grid_notes(TOKENIZER.decode_midi(rows)), grid_notes(TOKENIZER.decode_midi(full))
     rewritten = plan.model_channels
@@ -153,3 +171,19 @@ def test_model_notes_never_start_on_a_held_pitch(rows, loose_model):
     model = [(row, step) for row, step in zip(full.tolist(), steps.tolist(), strict=True)
              if row[0] == NOTE and start <= step < end and row[3] - PARAMETER_OFFSETS["track"] == 1]
     assert model and all(row[5] - PARAMETER_OFFSETS["pitch"] != 60 for row, _ in model)
+
+
+def test_both_sides_prompt_is_a_fim_layout_read_at_the_original_steps(rows):
+    start, end = span_steps(rows, bars=(3, 4))
+    plan = plan_infill(rows, start, end)
+    both = with_both_sides(plan, context_events=512)
+    prompt = both.prompt_rows
+    assert [int(i) for i in prompt[:, 0]].count(FIM_SPAN_ID) == 1 and both.prompt_step == start
+    span_at = int(np.flatnonzero(prompt[:, 0] == FIM_SPAN_ID)[0])
+    np.testing.assert_array_equal(prompt[:span_at], plan.prefix_rows)
+    np.testing.assert_array_equal(fim_steps(prompt)[span_at + 1:-1], plan.suffix_steps[:len(prompt) - span_at - 2])
+    assert MusicalClock.after(prompt).step == start  # after MIDDLE the clock is back at the span's start
+    small = with_both_sides(plan, context_events=len(plan.kept_rows) + plan.max_model_events + 12)
+    assert len(small.prompt_rows) == 12 and small.prompt_rows[-1, 0] == FIM_MIDDLE_ID  # both sides cut to fit
+    with pytest.raises(ValueError, match="no room for both sides"):
+        with_both_sides(plan, context_events=len(plan.kept_rows) + plan.max_model_events)

@@ -12,8 +12,14 @@ that runs past the piece's end is cut there.
   not rewritten (``tracks``): written as they are by :class:`~.track_editing.KeptTracksLogitsProcessor`, which
   lets the model write only notes and control changes of the rewritten tracks, on their channels, in between;
 * the *suffix*, every event from the span's end on: appended unchanged after the model's part
-  (:func:`assemble_infill`), never run through the model (this is the past-only path: the model sees the
-  prefix and the kept events, not what follows).
+  (:func:`assemble_infill`).
+
+Two paths, one plan. **Past only** (any model): the model's prompt is the prefix; it sees the prefix and the kept
+events, not what follows. **Both sides** (a model trained with fill-in-the-middle, ``config.fill_in_the_middle``):
+:func:`with_both_sides` makes the prompt a FIM layout (``generation.fim``): the prefix's last events, the SPAN row,
+the suffix's first events and the MIDDLE row, so that the model has read what follows the span before it writes
+it; it applies when the span is at most 127 beats, starts at most 127 beats after the prefix's last event, and the
+prompt and the model's part fit the context.
 
 The model's part keeps the prompt's pace (at most :attr:`InfillPlan.events_per_beat` model events start in one
 beat) and its density (the next event starts within :attr:`InfillPlan.max_gap_steps`: a bar, or the longest rest
@@ -25,6 +31,8 @@ starts at or past the span's end ends the model's part (it is not kept).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -38,12 +46,16 @@ from ..vocabulary import (
     EOS_ID,
     EVENT_PARAMETERS,
     EVENT_TYPE_IDS,
+    FIM_MIDDLE_ID,
     PARAMETER_OFFSETS,
     PARAMETER_SIZES,
     TOKENS_PER_EVENT,
 )
+from .fim import fim_rows
 from .musical_time import STEPS_PER_BEAT, MusicalClock, event_step
 from .track_editing import NO_KEPT_NOTES, check_events_per_beat, event_steps
+
+logger = logging.getLogger(__name__)
 
 _NOTE, _CONTROL = EVENT_TYPE_IDS["note"], EVENT_TYPE_IDS["control_change"]
 _EVENT_IDS = frozenset(EVENT_TYPE_IDS.values())
@@ -155,7 +167,11 @@ class InfillPlan:
     """An infill of one prompt (see the module docstring); a ``track_editing.KeptEventsPlan``.
 
     Attributes:
-        prompt_rows: ``(n, 8)`` BOS and every event before the span.
+        prefix_rows: ``(p, 8)`` BOS and every event before the span.
+        prompt_rows: ``(n, 8)`` what the model is prompted with: ``prefix_rows`` (past only), or a FIM layout up
+            to its MIDDLE row (both sides, :func:`with_both_sides`).
+        prompt_step: the step the first generated row's ``time1`` counts from (the prefix's last event; the
+            span's start after a FIM layout).
         kept_rows, kept_steps: ``(m, 8)`` the events kept inside the span, and their start steps ``(m,)``.
         suffix_rows, suffix_steps: ``(s, 8)`` every event from the span's end on (no EOS), and their steps.
         model_channels: the rewritten tracks -> the MIDI channel of each.
@@ -166,7 +182,9 @@ class InfillPlan:
             start).
     """
 
+    prefix_rows: np.ndarray
     prompt_rows: np.ndarray
+    prompt_step: int
     kept_rows: np.ndarray
     kept_steps: np.ndarray
     suffix_rows: np.ndarray
@@ -185,8 +203,9 @@ class InfillPlan:
             raise ValueError(f"the span must be 0 <= start_step < end_step, got {self.start_step}, {self.end_step}")
 
     @property
-    def prompt_step(self) -> int:
-        return int(event_steps(self.prompt_rows)[-1]) if len(self.prompt_rows) else 0
+    def both_sides(self) -> bool:
+        """Whether the prompt is a FIM layout (the model sees the suffix)."""
+        return len(self.prompt_rows) > 0 and int(self.prompt_rows[-1, 0]) == FIM_MIDDLE_ID
 
     @property
     def max_model_events(self) -> int:
@@ -278,10 +297,44 @@ def plan_infill(rows: Any, start_step: int, end_step: int, *, tracks: Sequence[i
     onsets = [start_step, *rewritten, end_step]
     longest_rest = max(b - a for a, b in zip(onsets, onsets[1:], strict=False))
     gap = max(int(math.ceil(steps_per_bar)), longest_rest if len(rewritten) else end_step - start_step)
-    return InfillPlan(prompt_rows=rows[:prefix_end].copy(), kept_rows=kept.copy(), kept_steps=kept_steps.copy(),
+    prefix = rows[:prefix_end].copy()
+    return InfillPlan(prefix_rows=prefix, prompt_rows=prefix, prompt_step=int(steps[prefix_end - 1]),
+                      kept_rows=kept.copy(), kept_steps=kept_steps.copy(),
                       suffix_rows=rows[suffix_start:].copy(), suffix_steps=steps[suffix_start:].copy(),
                       model_channels=channels, start_step=int(start_step), end_step=int(end_step),
                       events_per_beat=pace, kept_notes=kept_notes, max_gap_steps=gap)
+
+
+def with_both_sides(plan: InfillPlan, context_events: int) -> InfillPlan:
+    """``plan`` with a FIM prompt (the model reads the suffix first; see the module docstring): the prefix's last
+    events, SPAN, the suffix's first events, MIDDLE, within ``context_events`` together with the model's part.
+
+    Raises:
+        ValueError: the span does not fit the layout (more than 127 beats long, or starting more than 127 beats
+            after the prefix's last event), or the model's part leaves too little of the context for both sides.
+    """
+    middle = len(plan.kept_rows) + plan.max_model_events
+    room = context_events - middle - 2  # SPAN and MIDDLE rows
+    if room < 2:
+        raise ValueError(f"the span's events (up to {middle}) leave no room for both sides in a context of "
+                         f"{context_events} events")
+    prefix_steps = event_steps(plan.prefix_rows)
+    keep_prefix = min(len(plan.prefix_rows), max(1, room * 2 // 3))  # the past weighs more: two thirds
+    keep_suffix = min(len(plan.suffix_rows), room - keep_prefix)
+    first = len(plan.prefix_rows) - keep_prefix
+    window = np.concatenate([plan.prefix_rows[first:], plan.suffix_rows[:keep_suffix]])
+    suffix = window[keep_prefix:].copy()
+    if len(suffix):  # the suffix's first row as read after the prefix's last event (fim_rows re-times it)
+        beats = int(plan.suffix_steps[0]) // STEPS_PER_BEAT - int(prefix_steps[-1]) // STEPS_PER_BEAT
+        if beats > _MOST_BEATS:
+            raise ValueError(f"the span leaves {beats} beats between the prefix and the suffix, more than a row's "
+                             f"time holds ({_MOST_BEATS})")
+        suffix[0, 1] = PARAMETER_OFFSETS["time1"] + beats
+    window = np.concatenate([window[:keep_prefix], suffix])
+    previous = int(prefix_steps[first - 1]) if first > 0 else 0
+    layout = fim_rows(window, plan.start_step, plan.end_step, previous_step=previous)
+    prompt = layout[:int(np.flatnonzero(layout[:, 0] == FIM_MIDDLE_ID)[0]) + 1]
+    return dataclasses.replace(plan, prompt_rows=prompt, prompt_step=plan.start_step)
 
 
 # ============================================================================================ the result
@@ -316,16 +369,23 @@ def assemble_infill(rows: Any, plan: InfillPlan) -> np.ndarray:
         end = min([plan.end_step, *(s for s in kept_starts.get(key, ()) if s > start)])
         duration = min(_value(row, _DURATION_SLOT, "duration"), end - start)
         row[_DURATION_SLOT] = PARAMETER_OFFSETS["duration"] + max(1, duration)
-    last_step = middle_steps[-1] if middle_steps else plan.prompt_step
+    prefix_step = int(event_steps(plan.prefix_rows)[-1])
+    middle = np.array(middle, dtype=np.int64).reshape(-1, TOKENS_PER_EVENT)
+    if len(middle):  # timed from the prompt's end: from the prefix's last event in the piece
+        middle[0, 1] = PARAMETER_OFFSETS["time1"] + _beats_between(prefix_step, middle_steps[0])
     suffix = plan.suffix_rows.copy()
     if len(suffix):
-        beats = int(plan.suffix_steps[0]) // STEPS_PER_BEAT - last_step // STEPS_PER_BEAT
-        if beats > _MOST_BEATS:
-            raise ValueError(f"the rewritten span leaves {beats} beats before the next event, more than a row's "
-                             f"time holds ({_MOST_BEATS})")
-        suffix[0, 1] = PARAMETER_OFFSETS["time1"] + beats
-    parts = [rows[:prompt_length], np.array(middle, dtype=np.int64).reshape(-1, TOKENS_PER_EVENT), suffix]
-    return np.concatenate(parts)
+        suffix[0, 1] = PARAMETER_OFFSETS["time1"] + _beats_between(middle_steps[-1] if middle_steps else prefix_step,
+                                                                    int(plan.suffix_steps[0]))
+    return np.concatenate([plan.prefix_rows, middle, suffix])
+
+
+def _beats_between(step: int, later: int) -> int:
+    beats = later // STEPS_PER_BEAT - step // STEPS_PER_BEAT
+    if not 0 <= beats <= _MOST_BEATS:
+        raise ValueError(f"the rewritten span leaves {beats} beats between two events, more than a row's time holds "
+                         f"({_MOST_BEATS})")
+    return beats
 
 
 __all__ = [
@@ -336,4 +396,5 @@ __all__ = [
     "plan_infill",
     "span_steps",
     "step_at",
+    "with_both_sides",
 ]

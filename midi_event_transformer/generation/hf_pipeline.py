@@ -30,6 +30,7 @@ from typing import Any
 from transformers import AutoModelForCausalLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .loading import default_compute_dtype, load_tokenizer
 from .requests import (
     GeneratedPiece,
     PreparedPrompt,
@@ -56,25 +57,14 @@ class _PromptPieces:
     pieces: list[GeneratedPiece]
 
 
-def _tokenizer_for(model: Any) -> Any:
-    """The tokenizer saved with ``model`` (its ``name_or_path``), else a default one."""
-    from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
-
-    location = getattr(model, "name_or_path", None)
-    if location:
-        try:
-            return MidiEventTransformerTokenizer.from_pretrained(location)
-        except (OSError, ValueError) as error:
-            logger.info("no tokenizer with %s (%s); using the default tokenizer", location, error)
-    return MidiEventTransformerTokenizer()
-
-
 class MidiGenerationPipeline(Pipeline):
     """Generate MIDI files: ``pipe(prompt_or_None, **generate_midi_keywords)`` (see the module docstring).
 
     Args:
         model: a ``MidiEventTransformerForCausalLM`` (``pipeline()`` loads it from a folder or Hub id).
-        tokenizer: a ``MidiEventTransformerTokenizer``; None: the one saved with the model, else a default one.
+        tokenizer: a ``MidiEventTransformerTokenizer``; None: the one ``generate_midi`` pairs the model with
+            (``loading.load_tokenizer`` of its ``name_or_path``: the saved one, a reference checkpoint's settings,
+            else a default one).
         Other arguments: as ``transformers.Pipeline`` (``device``, ``batch_size``); keywords of ``generate_midi``
         given here become the defaults of every call.
     """
@@ -85,10 +75,10 @@ class MidiGenerationPipeline(Pipeline):
     _load_feature_extractor = False
 
     def __init__(self, model: Any, tokenizer: Any = None, **kwargs: Any) -> None:
-        super().__init__(model, tokenizer if tokenizer is not None else _tokenizer_for(model), **kwargs)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(getattr(model, "name_or_path", None) or None)
+        super().__init__(model, tokenizer, **kwargs)
         if kwargs.get("dtype", kwargs.get("torch_dtype")) in (None, "auto"):  # as generate_midi loads a model
-            from .loading import default_compute_dtype
-
             compute_dtype = default_compute_dtype(self.model, self.model.device)
             if compute_dtype is not None:
                 self.model.to(compute_dtype)

@@ -15,4 +15,10 @@ class InvalidMidiError(ValueError):
         super().__init__(f"{source}: {problem}")
 
 
-__all__ = ["InvalidMidiError"]
+def error_line(error: BaseException) -> str:
+    """``error``'s message on one line (each run of whitespace, newlines included, becomes one space), or the
+    error's type name when it has no message: how the CLI, the web app and the model loader quote an error."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+__all__ = ["InvalidMidiError", "error_line"]

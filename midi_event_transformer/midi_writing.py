@@ -56,6 +56,15 @@ def row_to_event(row) -> list | None:
     return [name, *values]
 
 
+def row_to_named_event(row) -> tuple[str, dict[str, int]] | None:
+    """``(name, {parameter: value})`` of a row of ids (:func:`row_to_event` with the values named, in vocabulary
+    order), or None if the row is not a valid event."""
+    event = row_to_event(row)
+    if event is None:
+        return None
+    return event[0], dict(zip(EVENT_PARAMETERS[event[0]], event[1:], strict=True))
+
+
 def as_rows(ids) -> np.ndarray:
     """Any id sequence (flat or (n, 8); list, ndarray or tensor) as an int64 array (n, 8).
 
@@ -320,5 +329,5 @@ def tracks_to_midi(tracks: dict[int, list[list]], cc_eps: int = 4, tempo_eps: in
     return midi
 
 
-__all__ = ["KEY_NAMES", "TICKS_PER_BEAT", "as_rows", "row_to_event", "rows_to_tracks", "tempo_for_bpm",
-           "tracks_to_midi"]
+__all__ = ["KEY_NAMES", "TICKS_PER_BEAT", "as_rows", "row_to_event", "row_to_named_event", "rows_to_tracks",
+           "tempo_for_bpm", "tracks_to_midi"]

@@ -36,7 +36,7 @@ def _load(spec: dict[str, Any]):
     import torch
 
     from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
-    from midi_event_transformer.generation.api import load_model_and_tokenizer
+    from midi_event_transformer.generation.loading import load_model_and_tokenizer
     from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 
     if spec["config"]:

@@ -43,6 +43,7 @@ from midi_event_transformer.evaluation.nll import evaluate_nll
 from midi_event_transformer.evaluation.pianoroll import draw_piano_rolls
 from midi_event_transformer.evaluation.statistics import compare_statistics, draw_statistics_comparison
 from midi_event_transformer.generation.api import generate_midi
+from midi_event_transformer.generation.outputs import save_samples
 from midi_event_transformer.hub.cards import write_model_card
 from midi_event_transformer.midi_reading import find_midi_files
 from midi_event_transformer.training.data import is_validation_file
@@ -191,12 +192,8 @@ def main(argv: list[str] | None = None) -> int:
 
     samples_dir = run / "samples"
     shutil.rmtree(samples_dir, ignore_errors=True)
-    samples_dir.mkdir(parents=True)
     midis = generate_midi(model, tokenizer, events=args.sample_events, seed=args.seed, num_samples=args.samples)
-    sample_paths = []
-    for index, midi in enumerate(midis):
-        sample_paths.append(samples_dir / f"sample_{index}.mid")
-        midi.save(sample_paths[-1])
+    sample_paths = save_samples(midis, samples_dir, names=[f"sample_{index}.mid" for index in range(len(midis))])
     statistics = compare_statistics({"default model": sample_paths, "POP909 held out": held_out})
     draw_statistics_comparison(statistics, output / "statistics.png",
                                title=f"{args.samples} samples of {args.sample_events} events vs held-out POP909")

@@ -34,6 +34,7 @@ from transformers import HfArgumentParser
 
 from midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerForCausalLM
 from midi_event_transformer.evaluation.nll import evaluate_nll
+from midi_event_transformer.generation.outputs import save_samples
 from midi_event_transformer.modeling_midi_event_transformer import flat_causal_lm_loss
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.training.data import (
@@ -265,8 +266,7 @@ def write_samples(model, tokenizer, directory: Path, step: int, n_events: int, s
     prompt = torch.tensor([[tokenizer.bos_token_id] + [tokenizer.pad_token_id] * 7], device=model.device)
     torch.manual_seed(seed + step)
     out = model.generate(input_ids=prompt, max_new_tokens=8 * n_events, do_sample=True, top_p=0.98, top_k=20)
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer.decode_midi(out[0].cpu()).save(directory / f"step_{step:06d}.mid")
+    save_samples([tokenizer.decode_midi(out[0].cpu())], directory, names=[f"step_{step:06d}.mid"])
     model.train(was_training)
 
 

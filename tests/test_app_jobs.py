@@ -248,41 +248,41 @@ def test_write_samples_renders_audio(tmp_path):
 
 
 def test_page_values_become_a_request():
-    from dataclasses import fields
-
     from midi_event_transformer.apps.web import _Widgets
 
-    widgets = _Widgets(*[object() for _ in fields(_Widgets)])
-    page = dict(model="", mode="new", instruments=["Violin"], drum_kit="none", bpm=0, time_signature="auto",
-                key="D minor", prompt_file=None, prompt_action="continue it", prompt_events=128, new_track=None,
-                regenerate_track=None, length_unit="events", events=64.0, length=30, temperature=1, top_p=0.9,
-                top_k=20, seed=7, random_seed=False, num_samples=2, no_control_change=True)
-    assert list(page) == [f.name for f in fields(_Widgets)]
-    request = widgets.request(list(page.values()))
-    assert request == AppRequest(instruments=["Violin"], key="D minor", events=64, temperature=1.0, top_p=0.9,
-                                 top_k=20, seed=7, num_samples=2, disable_control_change=True)
-    assert isinstance(request.events, int)
-    request = widgets.request(list({**page, "bpm": 96, "drum_kit": "Jazz", "time_signature": "7/4"}.values()))
-    assert (request.bpm, request.drum_kit, request.time_signature) == (96.0, "Jazz", "7/4")
-    seeds = {widgets.request(list({**page, "random_seed": True}.values())).seed for _ in range(3)}
-    assert len(seeds) > 1 and all(0 <= seed < 2**31 for seed in seeds)
-    continued = widgets.request(list({**page, "mode": "continue", "prompt_file": "/tmp/x/song.mid"}.values()))
-    assert (continued.prompt, continued.prompt_events, continued.instruments) == ("/tmp/x/song.mid", 128, [])
-    with pytest.raises(ValueError, match="upload a MIDI file to continue"):
-        widgets.request(list({**page, "mode": "continue"}.values()))
-    with pytest.raises(ValueError, match="events is empty"):
-        widgets.request(list({**page, "events": None}.values()))
+    options = dict(model="", instruments=["Violin"], drum_kit="none", bpm=0, time_signature="auto", key="D minor",
+                   prompt=None, prompt_events=128, add_track=None, regenerate_track=None, events=64.0, temperature=1,
+                   top_p=0.9, top_k=20, seed=7, num_samples=2, disable_control_change=True, context_events=None)
+    page = dict(mode="new", prompt_action="continue it", length_unit="events", length=30, random_seed=False)
+    widgets = _Widgets({name: object() for name in options}, {name: object() for name in page})
 
     def request(**changes):
-        return widgets.request(list({**page, **changes}.values()))
+        values = {**options, **page, **changes}
+        return widgets.request([values[name] for name in [*options, *page]])
+
+    assert request() == AppRequest(instruments=["Violin"], key="D minor", events=64, temperature=1.0, top_p=0.9,
+                                   top_k=20, seed=7, num_samples=2, disable_control_change=True)
+    assert isinstance(request().events, int)
+    tuned = request(bpm=96, drum_kit="Jazz", time_signature="7/4", context_events=64.0)
+    assert (tuned.bpm, tuned.drum_kit, tuned.time_signature, tuned.context_events) == (96.0, "Jazz", "7/4", 64)
+    assert isinstance(tuned.context_events, int) and request(context_events="").context_events is None
+    assert request(instruments=[]).instruments is None  # none chosen: the model decides
+    seeds = {request(random_seed=True).seed for _ in range(3)}
+    assert len(seeds) > 1 and all(0 <= seed < 2**31 for seed in seeds)
+    continued = request(mode="continue", prompt="/tmp/x/song.mid")
+    assert (continued.prompt, continued.prompt_events, continued.instruments) == ("/tmp/x/song.mid", 128, None)
+    with pytest.raises(ValueError, match="upload a MIDI file to continue"):
+        request(mode="continue")
+    with pytest.raises(ValueError, match="events is empty"):
+        request(events=None)
 
     timed = request(length_unit="seconds", length=12.5)
     assert (timed.events, timed.seconds, timed.bars) == (None, 12.5, None)
     assert (request(length_unit="bars", length=8).bars, request(length_unit="bars", length=8).seconds) == (8.0, None)
     with pytest.raises(ValueError, match="the length in seconds is empty"):
         request(length_unit="seconds", length=None)
-    upload = dict(mode="continue", prompt_file="/tmp/x/song.mid")
-    added = request(**upload, prompt_action="add a track", new_track="Jazz", length_unit="seconds", length=20)
+    upload = dict(mode="continue", prompt="/tmp/x/song.mid")
+    added = request(**upload, prompt_action="add a track", add_track="Jazz", length_unit="seconds", length=20)
     assert (added.prompt, added.add_track, added.regenerate_track, added.prompt_events, added.seconds) == (
         "/tmp/x/song.mid", "Jazz", None, None, 20.0)
     again = request(**upload, prompt_action="regenerate a track", regenerate_track=2)
@@ -292,4 +292,4 @@ def test_page_values_become_a_request():
     with pytest.raises(ValueError, match="choose the track to regenerate"):
         request(**upload, prompt_action="regenerate a track")
     with pytest.raises(ValueError, match="upload a MIDI file to add a track"):
-        request(mode="continue", prompt_action="add a track", new_track="Violin")
+        request(mode="continue", prompt_action="add a track", add_track="Violin")

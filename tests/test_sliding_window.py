@@ -113,7 +113,7 @@ def test_reader_hands_each_event_once_across_windows():
                     reason="the embedded model (midi_event_transformer/default_model/) is not committed yet")
 @pytest.mark.slow
 def test_embedded_model_writes_3000_events():
-    from midi_event_transformer.generation.api import load_model_and_tokenizer
+    from midi_event_transformer.generation.loading import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(None, device="cpu")
     model.generation_config.suppress_tokens = [EOS_ID]

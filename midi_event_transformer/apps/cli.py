@@ -8,11 +8,14 @@ Errors the user can fix (bad arguments, unreadable MIDI) print one line on stder
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Iterable
 
-from ..errors import InvalidMidiError
+from ..errors import InvalidMidiError, error_line
 
 PROG = "midi-event-transformer"
 
@@ -40,8 +43,8 @@ def _add_tokenize(subparsers) -> None:
 
 def _format_event_table(ids, show_ids: bool = False, limit: int | None = None) -> list[str]:
     """Readable lines for rows of ids (n_events, 8): index, type, time (beats), track, channel, params."""
-    from ..midi_writing import row_to_event
-    from ..vocabulary import EVENT_PARAMETERS, ID_TO_EVENT_TYPE
+    from ..midi_writing import row_to_named_event
+    from ..vocabulary import ID_TO_EVENT_TYPE
 
     header = f"{'index':>6}  {'type':<15}{'time':>10}  {'track':>5}  {'channel':>7}  params"
     lines = [header, "-" * len(header)]
@@ -50,12 +53,12 @@ def _format_event_table(ids, show_ids: bool = False, limit: int | None = None) -
         if limit is not None and index >= limit:
             lines.append(f"... ({len(ids) - limit} more rows)")
             break
-        event = row_to_event(row)
+        event = row_to_named_event(row)
         if event is None:
             name = {0: "<pad>", 1: "<bos>", 2: "<eos>"}.get(row[0], ID_TO_EVENT_TYPE.get(row[0], "<invalid>"))
             line = f"{index:>6}  {name:<15}{'':>10}  {'':>5}  {'':>7}  "
         else:
-            name, values = event[0], dict(zip(EVENT_PARAMETERS[event[0]], event[1:], strict=True))
+            name, values = event
             beats += values.pop("time1")
             time = beats + values.pop("time2") / 16
             track = values.pop("track")
@@ -99,77 +102,96 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- option flags
+#: The --help sections of ``generate``'s option flags, by an option field's ``metadata["cli_group"]``.
+_OPTION_GROUPS = {
+    "prompt": "what to generate",
+    "edit": "edit a track of --prompt (the whole piece; the other tracks stay as they are)",
+    "length": "length",
+    "sampling": "sampling",
+    "output": "output",
+}
+
+
+def _cli_fields(classes: Iterable[type]) -> list[tuple[dataclasses.Field, type]]:
+    """Each option field of ``classes`` that has a flag (not a Python object), with the type its flag parses:
+    ``bool`` for a switch, ``int`` / ``float`` for a number, ``str`` otherwise (from the field's annotation)."""
+    flags = []
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for option in dataclasses.fields(cls):
+            if option.metadata.get("python_only"):
+                continue
+            hint = hints[option.name]
+            kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+            kinds = tuple(kind for kind in kinds if kind is not type(None))
+            if kinds == (bool,):
+                kind = bool
+            elif kinds and all(kind in (int, float) for kind in kinds):
+                kind = float if float in kinds else int
+            else:
+                kind = str
+            flags.append((option, kind))
+    return flags
+
+
+def _option_flag(option: dataclasses.Field) -> str:
+    return option.metadata.get("cli_flag", "--" + option.name.replace("_", "-"))
+
+
+def _add_option_flags(parser: argparse.ArgumentParser, classes: Iterable[type],
+                      groups: dict[str, argparse._ArgumentGroup] | None = None) -> None:
+    """A flag for each option field of ``classes`` (its name, help, type and default read from the field), in the
+    argument group of its ``cli_group`` when ``groups`` has it, else in ``parser`` itself."""
+    for option, kind in _cli_fields(classes):
+        metadata = option.metadata
+        text = metadata.get("cli_help", metadata["help"])
+        where = (groups or {}).get(metadata.get("cli_group"), parser)
+        if kind is bool:  # a switch that turns the default around
+            where.add_argument(_option_flag(option), dest=option.name, default=option.default,
+                               action="store_false" if option.default else "store_true", help=text.replace("%", "%%"))
+            continue
+        if option.default is not None:
+            text += f" (default {option.default})"
+        if metadata.get("cli_append"):
+            text += "; the flag may be repeated"
+        where.add_argument(_option_flag(option), dest=option.name, default=option.default,
+                           type=None if kind is str else kind, metavar=metadata.get("cli_metavar"),
+                           choices=metadata.get("cli_choices"), action="append" if metadata.get("cli_append") else None,
+                           help=text.replace("%", "%%"))
+
+
+def _option_values(args: argparse.Namespace, classes: Iterable[type]) -> dict[str, typing.Any]:
+    """The values of the option flags made by :func:`_add_option_flags` (a repeated flag's values joined by
+    commas), by field name."""
+    values = {}
+    for option, _ in _cli_fields(classes):
+        value = getattr(args, option.name)
+        if option.metadata.get("cli_append") and value is not None:
+            value = ",".join(value)
+        values[option.name] = value
+    return values
+
+
 # ----------------------------------------------------------------------------- generate
 def _add_generate(subparsers) -> None:
-    from ..generation.api import (
-        DEFAULT_EVENTS,
-        DEFAULT_PROMPT_EVENTS,
-        DEFAULT_TEMPERATURE,
-        DEFAULT_TOP_K,
-        DEFAULT_TOP_P,
-        DTYPE_NAMES,
-    )
+    from ..generation.requests import OPTION_CLASSES
 
     parser = subparsers.add_parser(
         "generate", help="write new MIDI files with a model (default: the one shipped in the package)",
         description="Generate MIDI files: a new piece (optionally with instruments, drum kit, tempo, time signature "
                     "and key), the continuation of --prompt, or --prompt with a track added (--add-track) or "
                     "written again (--regenerate-track). Files are named generated_seed<SEED>_<i>.mid; the same "
-                    "seed gives the same files.")
-    parser.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID",
-                        help="a model directory (ours or a SkyTNT/midi-model checkpoint) or a Hub id "
-                             "(default: the embedded model)")
-    prompt = parser.add_argument_group("what to generate")
-    prompt.add_argument("--prompt", default=None, metavar="SONG.mid", help="continue this MIDI file")
-    prompt.add_argument("--prompt-events", type=int, default=None, metavar="N",
-                        help=f"keep the first N events of --prompt, BOS included (default {DEFAULT_PROMPT_EVENTS})")
-    prompt.add_argument("--instruments", action="append", default=None, metavar="NAMES",
-                        help="General MIDI instrument names or program numbers 0-127, comma-separated or repeated "
-                             "(e.g. \"Acoustic Grand Piano, Violin\"); the piece keeps to them")
-    prompt.add_argument("--drum-kit", default=None, metavar="KIT",
-                        help="drum kit on channel 10: Standard, Room, Power, Electric, TR-808, Jazz, Brush, Orchestra")
-    prompt.add_argument("--bpm", type=float, default=None, help="tempo in beats per minute (1-383)")
-    prompt.add_argument("--time-signature", default=None, metavar="N/D", help="e.g. 3/4, 6/8")
-    prompt.add_argument("--key", default=None, help="key signature, e.g. \"D minor\", \"F# major\", Bb")
-    prompt.add_argument("--no-control-change", action="store_true",
-                        help="forbid control change events (pedal, volume, ...)")
-    edit = parser.add_argument_group("edit a track of --prompt (the whole piece; the other tracks stay as they are)")
-    edit.add_argument("--add-track", default=None, metavar="INSTRUMENT",
-                      help="add a track: a General MIDI instrument name or program, or a drum kit name / drums")
-    edit.add_argument("--regenerate-track", type=int, default=None, metavar="N",
-                      help="write track N again (numbered as the tokenize command shows them)")
-    length = parser.add_argument_group("length")
-    length.add_argument("--seconds", type=float, default=None, metavar="S",
-                        help="stop at S seconds after the prompt (tempo changes counted); notes end there")
-    length.add_argument("--bars", type=float, default=None, metavar="B", help="stop at B bars after the prompt")
-    length.add_argument("--context-events", type=int, default=None, metavar="W",
-                        help="sliding window: the model sees at most W events (default: the training window, 512)")
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--events", type=int, default=None, metavar="N",
-                          help=f"events to generate after the prompt (default {DEFAULT_EVENTS}; with --seconds, "
-                               "--bars or a track edit: until the piece's end)")
-    sampling.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                          help=f"default {DEFAULT_TEMPERATURE}")
-    sampling.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help=f"default {DEFAULT_TOP_P}")
-    sampling.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
-                          help=f"default {DEFAULT_TOP_K}; 0 turns top-k off")
-    sampling.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, printed)")
-    sampling.add_argument("--num-samples", type=int, default=1, metavar="N", help="pieces to generate (default 1)")
-    sampling.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    sampling.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
-                          help="default: the stored dtype; float32 for a small model on CPU")
-    output = parser.add_argument_group("output")
+                    "seed gives the same files (a random seed is printed).")
+    groups = {key: parser.add_argument_group(title) for key, title in _OPTION_GROUPS.items()}
+    output = groups["output"]
     output.add_argument("--output-dir", default=".", metavar="DIR", help="where to write the files (default: .)")
     output.add_argument("--piano-roll", action="store_true", help="also draw a PNG piano roll next to each file")
     output.add_argument("--audio", action="store_true",
                         help="also render a WAV next to each file (needs the fluidsynth program and a General MIDI "
                              "soundfont, e.g. apt-get install fluidsynth fluid-soundfont-gm)")
-    output.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_option_flags(parser, OPTION_CLASSES, groups)
     parser.set_defaults(handler=_run_generate)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -178,8 +200,8 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     from transformers.utils import logging as transformers_logging
 
-    from ..generation.api import sample_file_name
-    from ..generation.requests import PromptOptions, SamplingOptions, generate_pieces
+    from ..generation.outputs import save_samples
+    from ..generation.requests import OPTION_CLASSES, generate_pieces, options_from_keywords
 
     # the optional outputs are checked before the (long) generation
     try:
@@ -193,33 +215,23 @@ def _run_generate(args: argparse.Namespace) -> int:
             find_fluidsynth()
             find_soundfont()
     except (ImportError, RuntimeError) as error:
-        raise _UsageError(_one_line(error)) from error
+        raise _UsageError(error_line(error)) from error
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise _UsageError(f"--output-dir {output_dir} is a file, not a directory")
-    seed = secrets.randbelow(2**31) if args.seed is None else args.seed
-    instruments = ",".join(args.instruments) if args.instruments else None
+    values = _option_values(args, OPTION_CLASSES)
+    if values["seed"] is None:  # the files are named after their seed
+        values["seed"] = secrets.randbelow(2**31)
 
     transformers_logging.disable_progress_bar()  # weight-loading bars; ours counts events
     try:
-        prompt_options = PromptOptions(
-            prompt=args.prompt, prompt_events=args.prompt_events, instruments=instruments, drum_kit=args.drum_kit,
-            bpm=args.bpm, time_signature=args.time_signature, key=args.key,
-            disable_control_change=args.no_control_change, add_track=args.add_track,
-            regenerate_track=args.regenerate_track, seconds=args.seconds, bars=args.bars)
-        sampling = SamplingOptions(events=args.events, temperature=args.temperature, top_p=args.top_p,
-                                   top_k=args.top_k, seed=seed, num_samples=args.num_samples,
-                                   context_events=args.context_events, progress=not args.no_progress)
-        samples, tokenizer = generate_pieces(args.model, None, prompt_options, sampling, device=args.device,
-                                             dtype=args.dtype)
+        samples, tokenizer = generate_pieces(*options_from_keywords(values, "generate"))
     except (ValueError, TypeError) as error:  # InvalidMidiError is a ValueError
-        raise _UsageError(_one_line(error)) from error
+        raise _UsageError(error_line(error)) from error
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    print(f"seed: {seed}")
-    for index, piece in enumerate(samples):
-        path = output_dir / sample_file_name(seed, index)
-        piece.to_midi(tokenizer).save(path)
+    print(f"seed: {values['seed']}")
+    paths = save_samples([piece.to_midi(tokenizer) for piece in samples], output_dir, values["seed"])
+    for piece, path in zip(samples, paths, strict=True):
         written = [path]
         if args.piano_roll:
             written.append(draw_piano_roll(path, path.with_suffix(".png")))
@@ -227,7 +239,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             try:
                 written.append(render_audio(path, path.with_suffix(".wav")))
             except AudioRenderingError as error:
-                raise _UsageError(_one_line(error)) from error
+                raise _UsageError(error_line(error)) from error
         print(f"wrote {', '.join(str(p) for p in written)} ({piece.events} events)")
     return 0
 
@@ -254,7 +266,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     try:
         destination = (convert_skytnt_lora if args.lora else convert_skytnt_checkpoint)(args.src, args.dst)
     except (ValueError, FileNotFoundError) as error:
-        raise _UsageError(_one_line(error)) from error
+        raise _UsageError(error_line(error)) from error
     print(f"wrote {destination}")
     return 0
 
@@ -300,7 +312,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
                                         quality_filter=args.quality_filter, report_path=report)
         splits = split_by_file(dataset, args.validation_fraction)
     except (ValueError, FileNotFoundError) as error:
-        raise _UsageError(_one_line(error)) from error
+        raise _UsageError(error_line(error)) from error
     sizes = ", ".join(f"{name} {len(split)} files" for name, split in splits.items())
     for name in [name for name, split in splits.items() if len(split) == 0]:
         del splits[name]  # datasets cannot load back a saved split without rows
@@ -315,7 +327,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- app
 def _add_app(subparsers) -> None:
-    from ..generation.api import DTYPE_NAMES
+    from ..generation.requests import LoadingOptions
     from .web import DEFAULT_HOST, DEFAULT_PORT
 
     parser = subparsers.add_parser(
@@ -323,14 +335,10 @@ def _add_app(subparsers) -> None:
         description="Serve a Gradio web app on this machine: instruments, drum kit, tempo, signatures, sampling, "
                     "continuation of an uploaded MIDI file; a live piano roll, then downloads and audio. "
                     'Needs gradio: pip install "midi-event-transformer[app]".')
-    parser.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID",
-                        help="the model the page starts with (default: the embedded model)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to serve on (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
-                          help="default: the stored dtype; float32 for a small model on CPU")
+    _add_option_flags(parser, [LoadingOptions])  # --model (the page's default model), --device, --dtype
     parser.set_defaults(handler=_run_app)
 
 
@@ -345,14 +353,14 @@ def _run_app(args: argparse.Namespace) -> int:
     try:
         app = MidiApp(args.model, device=args.device, dtype=args.dtype)
     except ImportError as error:
-        raise _UsageError(_one_line(error)) from error
+        raise _UsageError(error_line(error)) from error
     try:
         app.models.get()  # a model that cannot be loaded fails here, not in the page
         app.launch(args.host, args.port)  # serves until interrupted
     except (ValueError, TypeError) as error:
-        raise _UsageError(_one_line(error)) from error
+        raise _UsageError(error_line(error)) from error
     except OSError as error:  # the port is taken, the host is not an address of this machine, ...
-        raise _UsageError(f"cannot serve on {args.host}:{args.port}: {_one_line(error)}") from error
+        raise _UsageError(f"cannot serve on {args.host}:{args.port}: {error_line(error)}") from error
     finally:
         app.close()
     return 0

@@ -24,19 +24,12 @@ import secrets
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidMidiError
+from ..errors import InvalidMidiError, error_line
 from ..evaluation.audio import audio_problem
-from ..generation.api import (
-    DEFAULT_EVENTS,
-    DEFAULT_PROMPT_EVENTS,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
-)
 from ..generation.general_midi import (
     DRUM_CHANNEL,
     DRUM_KITS,
@@ -45,6 +38,7 @@ from ..generation.general_midi import (
     key_signature_name,
 )
 from ..generation.prompts import MAX_BPM
+from ..generation.requests import DEFAULT_PROMPT_EVENTS
 from .web_jobs import (
     AppRequest,
     GenerationCancelled,
@@ -105,21 +99,20 @@ def new_track_choices() -> list[tuple[str, str]]:
 def track_choices(rows: Any) -> list[tuple[str, int]]:
     """``(label, track number)`` of each track with notes in encoded rows ``(n, 8)``, numbered as
     ``midi-event-transformer tokenize`` shows them: ``"1: Violin (channel 2, 24 notes)"``."""
-    from ..midi_writing import row_to_event
-    from ..vocabulary import EVENT_PARAMETERS
+    from ..midi_writing import row_to_named_event
 
     notes: dict[int, int] = {}
     channels: dict[int, int] = {}
     patches: dict[tuple[int, int], int] = {}
     for row in rows.tolist():
-        event = row_to_event(row)
+        event = row_to_named_event(row)
         if event is None:
             continue
-        values = dict(zip(EVENT_PARAMETERS[event[0]], event[1:], strict=True))
-        if event[0] == "note":
+        name, values = event
+        if name == "note":
             notes[values["track"]] = notes.get(values["track"], 0) + 1
             channels.setdefault(values["track"], values["channel"])
-        elif event[0] == "patch_change":
+        elif name == "patch_change":
             patches.setdefault((values["track"], values["channel"]), values["patch"])
     choices = []
     for track in sorted(notes):
@@ -127,6 +120,11 @@ def track_choices(rows: Any) -> list[tuple[str, int]]:
         sound = "drums" if channel == DRUM_CHANNEL else instrument_name(patches.get((track, channel), 0))
         choices.append((f"{track}: {sound} (channel {channel + 1}, {notes[track]} notes)", track))
     return choices
+
+
+def _default(name: str) -> Any:
+    """The page's starting value of a request option: the :class:`AppRequest` field's default."""
+    return next(option.default for option in fields(AppRequest) if option.name == name)
 
 
 # ----------------------------------------------------------------------------------------- status line
@@ -167,43 +165,25 @@ def _progress_html(update: JobUpdate) -> str:
 def _error_text(error: BaseException) -> str:
     if isinstance(error, InvalidMidiError):  # uploads live in a temporary folder: name the file only
         return f"{Path(error.source).name} is not a readable MIDI file: {error.problem}"
-    return " ".join(str(error).split()) or type(error).__name__
+    return error_line(error)
 
 
 # ----------------------------------------------------------------------------------------- the page
 @dataclass
 class _Widgets:
-    """The page's components, by role."""
+    """The page's input components: ``options`` by the :class:`AppRequest` field each sets (every field but
+    seconds and bars, which the ``length`` box sets as ``length_unit`` says), ``page`` the page's own (the open
+    tab, what to do with an upload, the length's unit and box, the random-seed box)."""
 
-    model: Any
-    mode: Any
-    instruments: Any
-    drum_kit: Any
-    bpm: Any
-    time_signature: Any
-    key: Any
-    prompt_file: Any
-    prompt_action: Any
-    prompt_events: Any
-    new_track: Any
-    regenerate_track: Any
-    length_unit: Any
-    events: Any
-    length: Any
-    temperature: Any
-    top_p: Any
-    top_k: Any
-    seed: Any
-    random_seed: Any
-    num_samples: Any
-    no_control_change: Any
+    options: dict[str, Any]
+    page: dict[str, Any]
 
     def inputs(self) -> list[Any]:
-        return list(vars(self).values())
+        return [*self.options.values(), *self.page.values()]
 
     def request(self, values: list[Any]) -> AppRequest:
         """The :class:`AppRequest` of the inputs' values (in :meth:`inputs` order); a random seed when asked."""
-        v = dict(zip(vars(self), values, strict=True))
+        v = dict(zip([*self.options, *self.page], values, strict=True))
 
         def auto(value: Any) -> Any:
             return None if value in (None, "", AUTO, NO_DRUMS) else value
@@ -213,45 +193,48 @@ class _Widgets:
                 raise ValueError(f"{name.replace('_', ' ')} is empty")
             return kind(v[name])
 
+        def optional(name: str) -> Any:
+            return None if v[name] in (None, "") else number(name)
+
         seed = secrets.randbelow(2**31) if v["random_seed"] or v["seed"] is None else number("seed")
-        request = AppRequest(model=v["model"] or None, temperature=number("temperature", float),
-                             top_p=number("top_p", float), top_k=number("top_k"), seed=seed,
-                             num_samples=number("num_samples"), disable_control_change=bool(v["no_control_change"]))
+        request = dict(model=v["model"] or None, temperature=number("temperature", float),
+                       top_p=number("top_p", float), top_k=number("top_k"), seed=seed,
+                       num_samples=number("num_samples"), disable_control_change=bool(v["disable_control_change"]),
+                       context_events=optional("context_events"))
         unit = v["length_unit"] or "events"
         if unit == "events":
-            request.events = number("events")
+            request["events"] = number("events")
         elif unit in LENGTH_UNITS:
             if v["length"] is None:
                 raise ValueError(f"the length in {unit} is empty")
-            request.events = None  # the length in time ends the piece
-            setattr(request, unit, float(v["length"]))
+            request["events"] = None  # the length in time ends the piece
+            request[unit] = float(v["length"])
         else:
             raise ValueError(f"unknown length unit {unit!r}; choose one of {', '.join(LENGTH_UNITS)}")
         if v["mode"] == "continue":
             action = v["prompt_action"] or CONTINUE
-            if not v["prompt_file"]:
+            if not v["prompt"]:
                 raise ValueError(f"upload a MIDI file to {action.removesuffix(' it')} "
                                  "(or choose the New piece tab)")
-            request.prompt = v["prompt_file"]
+            request["prompt"] = v["prompt"]
             if action == CONTINUE:
-                request.prompt_events = number("prompt_events")
+                request["prompt_events"] = number("prompt_events")
             elif action == ADD_TRACK:
-                if not v["new_track"]:
+                if not v["add_track"]:
                     raise ValueError("choose the new track's instrument or drum kit")
-                request.add_track = v["new_track"]
+                request["add_track"] = v["add_track"]
             elif action == REGENERATE_TRACK:
                 if v["regenerate_track"] in (None, ""):
                     raise ValueError("choose the track to regenerate (the file's tracks are listed once it is "
                                      "uploaded)")
-                request.regenerate_track = int(v["regenerate_track"])
+                request["regenerate_track"] = int(v["regenerate_track"])
             else:
                 raise ValueError(f"unknown action {action!r}; choose one of {', '.join(PROMPT_ACTIONS)}")
         else:
-            request.instruments = list(v["instruments"] or [])
-            request.drum_kit, request.time_signature, request.key = (
-                auto(v["drum_kit"]), auto(v["time_signature"]), auto(v["key"]))
-            request.bpm = float(v["bpm"]) if v["bpm"] else None  # 0: the model chooses
-        return request
+            request.update(instruments=list(v["instruments"] or []) or None, drum_kit=auto(v["drum_kit"]),
+                           time_signature=auto(v["time_signature"]), key=auto(v["key"]),
+                           bpm=float(v["bpm"]) if v["bpm"] else None)  # bpm 0: the model chooses
+        return AppRequest(**request)
 
 
 @dataclass
@@ -307,16 +290,17 @@ class MidiApp:
                         generate = gr.Button("Generate", variant="primary", elem_id="met-generate")
                         stop = gr.Button("Stop", elem_id="met-stop")
                 with gr.Column(scale=3):
-                    results = self._outputs(widgets.seed)
+                    results = self._outputs(widgets.options["seed"])
             self._widgets, self._results = widgets, results
             run = generate.click(self._generate, inputs=widgets.inputs(), outputs=results.outputs(),
                                  concurrency_limit=1, concurrency_id="generate", show_progress="minimal",
                                  show_progress_on=[results.status])
             stop.click(lambda: _status_html("Stopped."), None, results.status, cancels=[run], queue=False)
-            widgets.prompt_file.upload(self._check_upload, inputs=[widgets.prompt_file, widgets.prompt_action,
-                                                                   widgets.prompt_events],
-                                       outputs=[results.status, widgets.regenerate_track])
-            widgets.prompt_file.clear(lambda: gr.update(choices=[], value=None), None, widgets.regenerate_track)
+            prompt_file, kept_events = widgets.options["prompt"], widgets.options["prompt_events"]
+            tracks = widgets.options["regenerate_track"]
+            prompt_file.upload(self._check_upload, inputs=[prompt_file, widgets.page["prompt_action"], kept_events],
+                               outputs=[results.status, tracks])
+            prompt_file.clear(lambda: gr.update(choices=[], value=None), None, tracks)
         return blocks
 
     def _inputs(self) -> _Widgets:
@@ -346,48 +330,61 @@ class MidiApp:
                 prompt_action = gr.Radio(list(PROMPT_ACTIONS), value=CONTINUE, label="With the file",
                                          info="a track edit uses the whole file and ends where it ends",
                                          elem_id="met-prompt-action")
-                prompt_events = gr.Slider(1, MAX_EVENTS, value=DEFAULT_PROMPT_EVENTS, step=1,
-                                          label="Events of the file to keep (BOS included)",
-                                          elem_id="met-prompt-events")
+                kept_events = gr.Slider(1, MAX_EVENTS, value=DEFAULT_PROMPT_EVENTS, step=1,
+                                        label="Events of the file to keep (BOS included)",
+                                        elem_id="met-prompt-events")
                 new_track = gr.Dropdown(new_track_choices(), value=None, filterable=True, visible=False,
                                         label="New track", info="type to search the General MIDI list or a drum kit",
                                         elem_id="met-new-track")
-                regenerate_track = gr.Dropdown([], value=None, visible=False, label="Track to regenerate",
-                                               info="tracks with notes, numbered as midi-event-transformer "
-                                                    "tokenize shows them", elem_id="met-regenerate-track")
+                old_track = gr.Dropdown([], value=None, visible=False, label="Track to regenerate",
+                                        info="tracks with notes, numbered as midi-event-transformer tokenize shows "
+                                             "them", elem_id="met-regenerate-track")
         # set in the browser (no round trip to the server): a Generate pressed right after a tab change sees it
         new_tab.select(None, None, mode, js="() => 'new'")
         continue_tab.select(None, None, mode, js="() => 'continue'")
         prompt_action.change(lambda action: (gr.update(visible=action == CONTINUE),
                                              gr.update(visible=action == ADD_TRACK),
                                              gr.update(visible=action == REGENERATE_TRACK)),
-                             prompt_action, [prompt_events, new_track, regenerate_track], queue=False)
+                             prompt_action, [kept_events, new_track, old_track], queue=False)
         with gr.Row():
             length_unit = gr.Radio(list(LENGTH_UNITS), value="events", label="Length in",
                                    info="with a track edit, events: the new track's at most", elem_id="met-length-unit")
             length = gr.Number(value=DEFAULT_LENGTH, minimum=0, label="Seconds or bars", visible=False,
                                elem_id="met-length")
-        events = gr.Slider(1, MAX_EVENTS, value=DEFAULT_EVENTS, step=1, label="Events to generate",
+        events = gr.Slider(1, MAX_EVENTS, value=_default("events"), step=1, label="Events to generate",
                            elem_id="met-events")
         length_unit.change(lambda unit: (gr.update(visible=unit == "events"),
                                          gr.update(visible=unit != "events", label=f"Length in {unit}")),
                            length_unit, [events, length], queue=False)
         with gr.Accordion("Sampling", open=True):
             with gr.Row():
-                temperature = gr.Slider(0.1, 2.0, value=DEFAULT_TEMPERATURE, step=0.01, label="Temperature",
+                temperature = gr.Slider(0.1, 2.0, value=_default("temperature"), step=0.01, label="Temperature",
                                         elem_id="met-temperature")
-                top_p = gr.Slider(0.01, 1.0, value=DEFAULT_TOP_P, step=0.01, label="Top-p", elem_id="met-top-p")
-                top_k = gr.Slider(0, 128, value=DEFAULT_TOP_K, step=1, label="Top-k (0: off)", elem_id="met-top-k")
+                top_p = gr.Slider(0.01, 1.0, value=_default("top_p"), step=0.01, label="Top-p", elem_id="met-top-p")
+                top_k = gr.Slider(0, 128, value=_default("top_k"), step=1, label="Top-k (0: off)",
+                                  elem_id="met-top-k")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**31 - 1, label="Seed",
+                seed = gr.Number(value=_default("seed"), precision=0, minimum=0, maximum=2**31 - 1, label="Seed",
                                  elem_id="met-seed")
                 random_seed = gr.Checkbox(value=True, label="Random seed", elem_id="met-random-seed")
-                num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples", elem_id="met-samples")
-            no_control_change = gr.Checkbox(value=False, label="No control change (pedal, volume, ...)",
-                                            elem_id="met-no-control-change")
-        return _Widgets(model, mode, instruments, drum_kit, bpm, time_signature, key, prompt_file, prompt_action,
-                        prompt_events, new_track, regenerate_track, length_unit, events, length, temperature, top_p,
-                        top_k, seed, random_seed, num_samples, no_control_change)
+                num_samples = gr.Slider(1, MAX_SAMPLES, value=_default("num_samples"), step=1, label="Samples",
+                                        elem_id="met-samples")
+            with gr.Row():
+                no_control_change = gr.Checkbox(value=_default("disable_control_change"),
+                                                label="No control change (pedal, volume, ...)",
+                                                elem_id="met-no-control-change")
+                window = gr.Number(value=_default("context_events"), precision=0, minimum=2,
+                                   label="Window (events the model sees)",
+                                   info="empty: the model's training window; longer pieces go on from the last "
+                                        "events", elem_id="met-context-events")
+        options = dict(model=model, instruments=instruments, drum_kit=drum_kit, bpm=bpm,
+                       time_signature=time_signature, key=key, prompt=prompt_file, prompt_events=kept_events,
+                       add_track=new_track, regenerate_track=old_track, events=events, temperature=temperature,
+                       top_p=top_p, top_k=top_k, seed=seed, num_samples=num_samples,
+                       disable_control_change=no_control_change, context_events=window)
+        page = dict(mode=mode, prompt_action=prompt_action, length_unit=length_unit, length=length,
+                    random_seed=random_seed)
+        return _Widgets(options, page)
 
     def _outputs(self, seed: Any) -> _Results:
         gr = self.gr
@@ -410,7 +407,7 @@ class MidiApp:
         return _Results(status, live_roll, seed, groups, midi_files, piano_rolls, audios, notes)
 
     # ------------------------------------------------------------------ handlers
-    def _check_upload(self, path: str | None, action: str | None, prompt_events: float) -> tuple[str, Any]:
+    def _check_upload(self, path: str | None, action: str | None, kept_events: float) -> tuple[str, Any]:
         """Read the uploaded file at once, so that a file that is not MIDI is reported before Generate, and list
         its tracks for "regenerate a track"."""
         from ..generation.prompts import prompt_from_midi
@@ -426,7 +423,7 @@ class MidiApp:
         text = f"{Path(path).name}: {len(rows) - 1} events, tracks with notes: " + (
             "; ".join(label for label, _ in tracks) or "none") + "."
         if (action or CONTINUE) == CONTINUE:
-            text += f" The first {min(len(rows), int(prompt_events or DEFAULT_PROMPT_EVENTS)) - 1} are continued."
+            text += f" The first {min(len(rows), int(kept_events or DEFAULT_PROMPT_EVENTS)) - 1} are continued."
         return _status_html(text), self.gr.update(choices=tracks, value=tracks[0][1] if tracks else None)
 
     def _job_dir(self) -> Path:

@@ -8,7 +8,8 @@ from a :class:`ModelStore` and runs a :class:`GenerationJob`:
 * :meth:`GenerationJob.updates` yields :class:`JobUpdate` snapshots (events so far, events/s, the musical time
   reached when the length is in seconds / bars or a track is edited, and now and then a frame: the rows of every
   sample so far, for a live piano roll) until the worker is done;
-* :func:`write_samples` then writes each sample's ``.mid``, piano-roll PNG and (with fluidsynth) WAV.
+* :func:`write_samples` then writes each sample's ``.mid`` (``generation.outputs.save_samples``), piano-roll PNG
+  and (with fluidsynth) WAV.
 
 Example::
 
@@ -21,13 +22,14 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Full, Queue
 from typing import Any
@@ -35,17 +37,11 @@ from typing import Any
 import numpy as np
 from transformers.generation.streamers import BaseStreamer
 
-from ..generation.api import (
-    DEFAULT_EVENTS,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
-    generate_midi,
-    load_model_and_tokenizer,
-    sample_file_name,
-)
+from ..generation.api import generate_midi
+from ..generation.loading import load_model_and_tokenizer
 from ..generation.musical_time import MusicalClock, TimeLimit
-from ..generation.requests import PromptOptions
+from ..generation.outputs import save_samples
+from ..generation.requests import LoadingOptions, option_fields
 from ..generation.streamers import MidiEventStreamer
 from ..vocabulary import TOKENS_PER_EVENT
 
@@ -59,73 +55,54 @@ PREVIEW_FRAMES = 10
 
 
 # ----------------------------------------------------------------------------------------- request
-@dataclass
-class AppRequest:
-    """What one press of Generate asks for: :func:`generate_midi`'s arguments, ``None`` where the page says "auto".
+#: The options a page does not set, each with its reason; every other option (but the Python objects: the
+#: tokenizer and the streamer) is a field of :class:`AppRequest` and has a control on the page (a test checks it).
+NOT_ON_THE_PAGE: dict[str, str] = {
+    "device": "one model serves every request, on the app's device (--device / MidiApp(device=...))",
+    "dtype": "one model serves every request, in the app's dtype (--dtype / MidiApp(dtype=...))",
+    "progress": "a tqdm bar is for a terminal: the page shows its own progress (JobUpdate)",
+}
 
-    Attributes:
-        model: a model directory or Hub id; None for the app's model (``--model``, or the embedded one).
-        prompt: a MIDI file to continue, or to add / regenerate a track in (the new-piece options below must then
-            be None / empty).
-        prompt_events: how many of the prompt's events to keep (BOS included); None for the default (and with a
-            track edit, which uses the whole prompt).
-        add_track: add a track to ``prompt``: a General MIDI instrument name or program, or a drum kit name.
-        regenerate_track: write the prompt's track of this number (as ``midi-event-transformer tokenize`` shows
-            it) again.
-        instruments, drum_kit, bpm, time_signature, key: the new piece's controls (see :func:`generate_midi`).
-        events: events to generate (with a track edit: the new track's events at most); None: no limit but
-            ``seconds`` / ``bars`` (or the prompt's end).
-        seconds, bars: the length in musical time (at most one; from the prompt's end, from the start with a track
-            edit).
-        temperature, top_p, top_k, seed, num_samples, disable_control_change: as in :func:`generate_midi`
-            (``seed`` is required here: the files are named after it).
+
+def _request_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    """``(name, type, field)`` of each option a page sets: the option's field, with the app's default where the
+    option declares one (``metadata["app_default"]``)."""
+    return [(option.name, option.type, dataclasses.field(default=option.metadata.get("app_default", option.default),
+                                                         metadata=option.metadata))
+            for option in option_fields()
+            if not option.metadata.get("python_only") and option.name not in NOT_ON_THE_PAGE]
+
+
+class AppRequest(dataclasses.make_dataclass("_AppRequestFields", _request_fields())):  # type: ignore[misc]
+    """What one press of Generate asks for: the options a page sets (the fields of ``generation.requests``'
+    ``PromptOptions``, ``SamplingOptions`` and ``LoadingOptions.model``, see :data:`NOT_ON_THE_PAGE`), ``None``
+    where the page says "auto", with the app's defaults (512 events, seed 0: the files are named after it).
+
+    The values are not checked here: :func:`generate_midi` checks them, once, when the job runs (a bad request is
+    reported by :meth:`GenerationJob.result`). ``model`` is a model directory or Hub id; None: the app's model
+    (``--model``, or the embedded one).
     """
-
-    model: str | None = None
-    prompt: str | os.PathLike | None = None
-    prompt_events: int | None = None
-    add_track: str | int | None = None
-    regenerate_track: int | None = None
-    instruments: list[str] = field(default_factory=list)
-    drum_kit: str | None = None
-    bpm: float | None = None
-    time_signature: str | None = None
-    key: str | None = None
-    events: int | None = DEFAULT_EVENTS
-    seconds: float | None = None
-    bars: float | None = None
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = DEFAULT_TOP_P
-    top_k: int = DEFAULT_TOP_K
-    seed: int = 0
-    num_samples: int = 1
-    disable_control_change: bool = False
 
     def generate_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`generate_midi` (all but the model, tokenizer and streamer)."""
-        return dict(
-            prompt=None if self.prompt is None else os.fspath(self.prompt), prompt_events=self.prompt_events,
-            add_track=self.add_track, regenerate_track=self.regenerate_track,
-            instruments=list(self.instruments) or None, drum_kit=self.drum_kit, bpm=self.bpm,
-            time_signature=self.time_signature, key=self.key, events=self.events, seconds=self.seconds,
-            bars=self.bars, temperature=self.temperature,
-            top_p=self.top_p, top_k=self.top_k, seed=self.seed, num_samples=self.num_samples,
-            disable_control_change=self.disable_control_change, progress=False)
-
-    @property
-    def prompt_options(self) -> PromptOptions:
-        """The prompt-side options of this request, as ``generate_midi`` reads them."""
-        return PromptOptions(add_track=self.add_track, regenerate_track=self.regenerate_track, seconds=self.seconds,
-                             bars=self.bars)
+        loading = {option.name for option in dataclasses.fields(LoadingOptions)}
+        kwargs = {option.name: getattr(self, option.name) for option in dataclasses.fields(self)
+                  if option.name not in loading}
+        if kwargs["prompt"] is not None:
+            kwargs["prompt"] = os.fspath(kwargs["prompt"])
+        return {**kwargs, "progress": False}
 
     @property
     def edits_track(self) -> bool:
-        return self.prompt_options.edits_track
+        """Whether the request adds a track or writes one again (``PromptOptions.edits_track``, unchecked)."""
+        return self.add_track is not None or self.regenerate_track is not None
 
     @property
     def time_limit(self) -> TimeLimit | None:
         """The length in musical time, or None (raises as ``generate_midi`` on both or a bad value)."""
-        return self.prompt_options.time_limit
+        if self.seconds is None and self.bars is None:
+            return None
+        return TimeLimit(seconds=self.seconds, bars=self.bars)
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -436,9 +413,9 @@ class SampleFiles:
 
 def write_samples(midis: list, output_dir: str | os.PathLike, seed: int, *, piano_roll: bool = True,
                   audio: bool = False, max_audio_seconds: float = MAX_AUDIO_SECONDS) -> list[SampleFiles]:
-    """Save each sample as ``generated_seed<seed>_<i>.mid`` (as the ``generate`` command names them) in
-    ``output_dir``, with a piano-roll PNG and, with ``audio``, a WAV (fluidsynth) beside it for pieces of at most
-    ``max_audio_seconds`` (``mido.MidiFile.length``; a longer one gets a ``note`` instead).
+    """Save each sample as ``generated_seed<seed>_<i>.mid`` in ``output_dir`` (``generation.outputs.save_samples``,
+    as the ``generate`` command), with a piano-roll PNG and, with ``audio``, a WAV (fluidsynth) beside it for
+    pieces of at most ``max_audio_seconds`` (``mido.MidiFile.length``; a longer one gets a ``note`` instead).
 
     Raises:
         ImportError: ``piano_roll`` without matplotlib. AudioRenderingError: ``audio`` and fluidsynth failed.
@@ -446,12 +423,8 @@ def write_samples(midis: list, output_dir: str | os.PathLike, seed: int, *, pian
     from ..evaluation.audio import render_audio
     from ..evaluation.pianoroll import draw_piano_roll
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for index, midi in enumerate(midis):
-        path = output_dir / sample_file_name(seed, index)
-        midi.save(path)
+    for index, (midi, path) in enumerate(zip(midis, save_samples(midis, output_dir, seed), strict=True)):
         files = SampleFiles(midi=path)
         if piano_roll:
             files.piano_roll = draw_piano_roll(midi, path.with_suffix(".png"), title=f"Sample {index + 1}",
@@ -467,6 +440,7 @@ def write_samples(midis: list, output_dir: str | os.PathLike, seed: int, *, pian
 
 __all__ = [
     "MAX_AUDIO_SECONDS",
+    "NOT_ON_THE_PAGE",
     "PREVIEW_FRAMES",
     "AppRequest",
     "GenerationCancelled",

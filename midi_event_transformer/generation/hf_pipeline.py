@@ -13,8 +13,9 @@ code) or a loaded model::
     >>> pipe(["a.mid", "b.mid"], add_track="Violin", batch_size=2)   # one list of samples per prompt
 
 The input is a prompt (a MIDI path, bytes, file object, ``mido.MidiFile`` or encoded rows) or None for a new
-piece; the keywords are those of ``generate_midi`` (``events``, ``seconds``, ``bars``, ``add_track``,
-``regenerate_track``, ``instruments``, ``seed``, ``num_samples``, ...). Each input gives a list of
+piece; the keywords are the fields of ``requests.PromptOptions`` and ``SamplingOptions``, as ``generate_midi``
+takes them (``events``, ``seconds``, ``instruments``, ``seed``, ``num_samples``, ``streamer``, ...); the model,
+tokenizer, device and dtype are ``pipeline()``'s own arguments. Each input gives a list of
 ``{"midi": mido.MidiFile, "events": n}``, one per sample, ``n`` the events of the piece after BOS (prompt
 included). For the same input, keywords and seed, the files equal ``generate_midi``'s. A list of inputs with
 ``batch_size=k`` samples k prompts in one batch (seeded once for the batch, so its files differ from one prompt
@@ -23,13 +24,13 @@ at a time).
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from transformers import AutoModelForCausalLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .loading import default_compute_dtype, load_tokenizer
 from .requests import (
     GeneratedPiece,
     PreparedPrompt,
@@ -39,14 +40,15 @@ from .requests import (
     prepare_prompt,
 )
 
-logger = logging.getLogger(__name__)
-
 #: The task name under which the pipeline is registered.
 MIDI_GENERATION_TASK = "midi-generation"
-_PROMPT_KEYWORDS = ("prompt_events", "instruments", "drum_kit", "bpm", "time_signature", "key",
-                    "disable_control_change", "add_track", "regenerate_track", "seconds", "bars")
-_SAMPLING_KEYWORDS = ("events", "temperature", "top_p", "top_k", "seed", "num_samples", "context_events",
-                      "progress")
+#: The :class:`PromptOptions` field that is the pipeline's input rather than a keyword.
+_INPUT = "prompt"
+
+
+def _keywords(options: type) -> list[str]:
+    """The call keywords an options dataclass gives the pipeline: each of its fields, but the input."""
+    return [f.name for f in fields(options) if f.name != _INPUT]
 
 
 @dataclass
@@ -56,25 +58,14 @@ class _PromptPieces:
     pieces: list[GeneratedPiece]
 
 
-def _tokenizer_for(model: Any) -> Any:
-    """The tokenizer saved with ``model`` (its ``name_or_path``), else a default one."""
-    from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
-
-    location = getattr(model, "name_or_path", None)
-    if location:
-        try:
-            return MidiEventTransformerTokenizer.from_pretrained(location)
-        except (OSError, ValueError) as error:
-            logger.info("no tokenizer with %s (%s); using the default tokenizer", location, error)
-    return MidiEventTransformerTokenizer()
-
-
 class MidiGenerationPipeline(Pipeline):
     """Generate MIDI files: ``pipe(prompt_or_None, **generate_midi_keywords)`` (see the module docstring).
 
     Args:
         model: a ``MidiEventTransformerForCausalLM`` (``pipeline()`` loads it from a folder or Hub id).
-        tokenizer: a ``MidiEventTransformerTokenizer``; None: the one saved with the model, else a default one.
+        tokenizer: a ``MidiEventTransformerTokenizer``; None: the one ``generate_midi`` pairs the model with
+            (``loading.load_tokenizer`` of its ``name_or_path``: the saved one, a reference checkpoint's settings,
+            else a default one).
         Other arguments: as ``transformers.Pipeline`` (``device``, ``batch_size``); keywords of ``generate_midi``
         given here become the defaults of every call.
     """
@@ -85,21 +76,22 @@ class MidiGenerationPipeline(Pipeline):
     _load_feature_extractor = False
 
     def __init__(self, model: Any, tokenizer: Any = None, **kwargs: Any) -> None:
-        super().__init__(model, tokenizer if tokenizer is not None else _tokenizer_for(model), **kwargs)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(getattr(model, "name_or_path", None) or None)
+        super().__init__(model, tokenizer, **kwargs)
         if kwargs.get("dtype", kwargs.get("torch_dtype")) in (None, "auto"):  # as generate_midi loads a model
-            from .loading import default_compute_dtype
-
             compute_dtype = default_compute_dtype(self.model, self.model.device)
             if compute_dtype is not None:
                 self.model.to(compute_dtype)
 
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
-        unknown = sorted(set(kwargs) - set(_PROMPT_KEYWORDS) - set(_SAMPLING_KEYWORDS))
+        prompt_keywords, sampling_keywords = _keywords(PromptOptions), _keywords(SamplingOptions)
+        unknown = sorted(set(kwargs) - set(prompt_keywords) - set(sampling_keywords))
         if unknown:
             raise TypeError(f"unknown keyword argument(s) {', '.join(unknown)} for the midi-generation pipeline "
-                            f"(it takes generate_midi's: {', '.join(_PROMPT_KEYWORDS + _SAMPLING_KEYWORDS)})")
-        prompt = {name: kwargs[name] for name in _PROMPT_KEYWORDS if name in kwargs}
-        sampling = {name: kwargs[name] for name in _SAMPLING_KEYWORDS if name in kwargs}
+                            f"(it takes generate_midi's: {', '.join(prompt_keywords + sampling_keywords)})")
+        prompt = {name: kwargs[name] for name in prompt_keywords if name in kwargs}
+        sampling = {name: kwargs[name] for name in sampling_keywords if name in kwargs}
         return prompt, sampling, {}
 
     def __call__(self, inputs: Any = None, **kwargs: Any) -> list:

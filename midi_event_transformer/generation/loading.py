@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ..errors import error_line
+
 logger = logging.getLogger(__name__)
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -99,11 +101,6 @@ def _model_directory_problem(directory: Path) -> str | None:
     return None
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _load_model(source: str | os.PathLike | None) -> tuple[Any, str | None]:
     """The model of a directory / Hub id / None (the embedded model), and where its tokenizer may be."""
     from .. import DEFAULT_MODEL
@@ -126,12 +123,16 @@ def _load_model(source: str | os.PathLike | None) -> tuple[Any, str | None]:
         model = MidiEventTransformerForCausalLM.from_pretrained(name)
     except (OSError, ValueError, KeyError) as error:
         where = "directory" if path.exists() else "Hub id (no such local directory)"
-        raise ValueError(f"cannot load the model {where} {name}: {_first_line(error)}") from error
+        raise ValueError(f"cannot load the model {where} {name}: {error_line(error)}") from error
     return model.eval(), name
 
 
-def _load_tokenizer(location: str | None) -> Any:
-    """The tokenizer saved with the model, or (none saved there) a default one."""
+def load_tokenizer(location: str | os.PathLike | None) -> Any:
+    """The tokenizer of the model at ``location`` (a directory or Hub id; None: a default one): the one saved there,
+    else for a SkyTNT/midi-model checkpoint the settings of its ``config.json`` (``optimise_midi``), else a
+    tokenizer with default settings. What :func:`load_model_and_tokenizer` and the ``midi-generation`` pipeline
+    pair a model with."""
+    location = None if location is None else os.fspath(location)
     from ..hub.conversion import is_reference_checkpoint, reference_config_to_ours
     from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
@@ -146,7 +147,7 @@ def _load_tokenizer(location: str | None) -> Any:
         try:
             return MidiEventTransformerTokenizer.from_pretrained(location)
         except (OSError, ValueError) as error:
-            logger.info("no tokenizer with %s (%s); using the default tokenizer", location, _first_line(error))
+            logger.info("no tokenizer with %s (%s); using the default tokenizer", location, error_line(error))
     return MidiEventTransformerTokenizer()
 
 
@@ -192,7 +193,7 @@ def load_model_and_tokenizer(model: Any = None, tokenizer: Any = None, *, device
     if model.device != target or (torch_dtype is not None and model.dtype != torch_dtype):
         model.to(device=target, dtype=torch_dtype)
     if tokenizer is None:
-        tokenizer = _load_tokenizer(location)
+        tokenizer = load_tokenizer(location)
     return model, tokenizer
 
 
@@ -202,6 +203,7 @@ __all__ = [
     "SMALL_MODEL_FP32_BYTES",
     "default_compute_dtype",
     "load_model_and_tokenizer",
+    "load_tokenizer",
     "resolve_device",
     "resolve_dtype",
 ]

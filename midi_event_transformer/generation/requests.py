@@ -1,31 +1,41 @@
-"""A generation request from its options to finished pieces: what ``generate_midi``, the CLI and the
+"""A generation request from its options to finished pieces: what ``generate_midi``, the CLI, the web app and the
 ``midi-generation`` pipeline share.
 
-1. :class:`PromptOptions` (what to start from: a MIDI prompt or controls, a track to add or write again, a
-   length in seconds or bars) and :class:`SamplingOptions` (how many events, sampling settings, seed, window);
-   their ``check`` methods reject bad values before a model is loaded;
+1. the options: :class:`LoadingOptions` (which model, where, in which precision), :class:`PromptOptions` (what to
+   start from: a MIDI prompt or controls, a track to add or write again, a length in seconds or bars) and
+   :class:`SamplingOptions` (how many events, sampling settings, seed, window). Each option is one dataclass field:
+   its name, its default, its help (``metadata["help"]``, as peft's configs) and, in ``check`` (run by
+   ``__post_init__``, so a constructed object is valid), its validation. The other layers read the fields
+   (:func:`options_from_keywords`, :func:`document_options`, the CLI flags, the Pipeline's keywords, the app's
+   request); the metadata keys they read are listed in :data:`OPTION_METADATA`;
 2. :func:`prepare_prompt` turns one prompt into a :class:`PreparedPrompt` (its rows, its logits processors and,
    for a track edit, its ``track_editing.TrackEditPlan``);
 3. :func:`generate_prepared` samples every prepared prompt (``num_samples`` times each, in one batch) through
    ``sliding_window.generate_in_windows``, seeded on a forked random state, and ends each piece at its length;
 4. :meth:`GeneratedPiece.to_midi` decodes a piece (a file that lasts until the length when one was asked).
+
+Adding an option is one field (with its help and checks) plus its handling in steps 2-3; ``generate_midi`` also
+lists it as a keyword (a test keeps the two in step).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from ..vocabulary import BOS_ID, EOS_ID, PAD_ID
-from .loading import load_model_and_tokenizer
+from .general_midi import DRUM_KITS
+from .loading import DTYPE_NAMES, load_model_and_tokenizer
 from .musical_time import MusicalClock, TimeLimit, TimeLimitStoppingCriteria, cut_at_time_limit, end_midi_at
-from .prompts import build_prompt, prompt_from_midi, prompt_logits_processors
-from .sliding_window import default_context_events, generate_in_windows
+from .prompts import MAX_BPM, build_prompt, prompt_from_midi, prompt_logits_processors
+from .sliding_window import DEFAULT_CONTEXT_EVENTS, default_context_events, generate_in_windows
 from .streamers import EventProgressStreamer, StreamerGroup
 from .track_editing import (
     KeptTracksLogitsProcessor,
@@ -36,16 +46,27 @@ from .track_editing import (
 
 logger = logging.getLogger(__name__)
 
-#: Defaults of the public reference app (SkyTNT/midi-model ``app.py``).
+#: What ``events=None`` generates without a length in seconds / bars (the public reference app's default).
 DEFAULT_EVENTS = 512
+#: What ``prompt_events=None`` keeps of a prompt (the public reference app's default).
 DEFAULT_PROMPT_EVENTS = 128
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 0.94
-DEFAULT_TOP_K = 20
 
 #: Events generated at most per sample when only a length in seconds / bars or the end of a track edit bounds
 #: the piece (a model that never moves on in time stops here).
 OPEN_ENDED_MAX_EVENTS = 100_000
+
+#: The keys of the options' field metadata and what reads them.
+OPTION_METADATA: dict[str, str] = {
+    "help": "what the option does: the CLI's --help, the app's hints and generate_midi's Args",
+    "python_only": "True: a Python object (no CLI flag, no page control)",
+    "cli_flag": "the CLI flag where it is not --<name-with-dashes> (a bool defaulting to True is a --no-... switch)",
+    "cli_help": "the CLI's wording where the help speaks of Python values",
+    "cli_metavar": "the flag's metavar",
+    "cli_group": "the --help section: prompt, edit, length, sampling or output (none: the command's own options)",
+    "cli_choices": "the flag's choices",
+    "cli_append": "True: the flag may be repeated, its values joined with commas",
+    "app_default": "the web app's default where it differs from the field's (with its reason in a comment)",
+}
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
@@ -57,20 +78,16 @@ def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) ->
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-def _check_sampling(events: int, temperature: float, top_p: float, top_k: int, seed: int | None,
-                    num_samples: int) -> None:
-    _check_int("events", events, 1)
-    _check_int("top_k", top_k, 0)
-    _check_int("seed", seed, 0, allow_none=True)
-    _check_int("num_samples", num_samples, 1)
-    for name, value in (("temperature", temperature), ("top_p", top_p)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-            raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+def _check_number(name: str, value: Any, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
 
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
 
 
 def _check_prompt_alone(**options: Any) -> None:
@@ -80,63 +97,88 @@ def _check_prompt_alone(**options: Any) -> None:
                          "(use one or the other)")
 
 
-def build_generation_prompt(tokenizer: Any = None, *, prompt: Any = None, prompt_events: int | None = None,
-                            instruments: Sequence[str | int] | str | None = None, drum_kit: str | int | None = None,
-                            bpm: float | None = None, time_signature: str | tuple[int, int] | None = None,
-                            key: str | tuple[int, int] | None = None,
-                            disable_control_change: bool = False) -> tuple[np.ndarray, list]:
-    """The prompt rows and the logits processors of a generation request (see :func:`generate_midi`).
+# ----------------------------------------------------------------------------------------- the options
+@dataclass
+class LoadingOptions:
+    """Which model and tokenizer a request runs with, where and in which precision (the arguments of
+    ``generate_midi`` with the same names).
 
-    Returns:
-        ``(rows, processors)``: ``rows`` ``(n_events, 8)`` int64 starting with BOS; ``processors`` a list of
-        ``LogitsProcessor`` (no patch change and only the prompt's channels when instruments are named; no
-        control change with ``disable_control_change``).
-
-    Raises:
-        ValueError: a prompt combined with instruments / drum kit / bpm / signatures, unknown names, bad values.
-        TypeError: arguments of the wrong type. InvalidMidiError: a prompt that is not a readable MIDI file.
+    The values are checked where they are used, once per request: by ``loading.load_model_and_tokenizer``
+    (``resolve_device`` / ``resolve_dtype``) before the model loads.
     """
-    if not isinstance(disable_control_change, bool):
-        raise TypeError(f"disable_control_change must be a bool, not {type(disable_control_change).__name__}")
-    if prompt is not None:
-        _check_prompt_alone(instruments=instruments, drum_kit=drum_kit, bpm=bpm, time_signature=time_signature,
-                            key=key)
-        rows = prompt_from_midi(prompt, DEFAULT_PROMPT_EVENTS if prompt_events is None else prompt_events,
-                                tokenizer=tokenizer)
-        return rows, prompt_logits_processors(allow_control_change=not disable_control_change)
-    if prompt_events is not None:
-        raise ValueError("prompt_events is only used with a prompt (the first events of a MIDI file)")
-    rows = build_prompt(instruments=instruments, drum_kit=drum_kit, bpm=bpm, time_signature=time_signature,
-                        key_signature=key)
-    processors = prompt_logits_processors(instruments=instruments, drum_kit=drum_kit,
-                                          allow_control_change=not disable_control_change)
-    return rows, processors
 
-
-
-def _check_number(name: str, value: Any, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    model: Any = field(default=None, metadata={
+        "help": "a model directory (saved with save_pretrained, or a SkyTNT/midi-model checkpoint, converted on "
+                "load) or a Hugging Face Hub id; default: the model shipped in the package (DEFAULT_MODEL). From "
+                "Python also a loaded MidiEventTransformerForCausalLM",
+        "cli_metavar": "DIR_OR_HUB_ID"})
+    tokenizer: Any = field(default=None, metadata={
+        "help": "a MidiEventTransformerTokenizer; None loads the one saved with the model (default settings if "
+                "there is none)",
+        "python_only": True})
+    device: str | torch.device | None = field(default=None, metadata={
+        "help": "where to run: cpu, cuda, cuda:1, mps (default: cuda if available; a loaded model stays where it "
+                "is and is moved when a device is given)",
+        "cli_group": "sampling"})
+    dtype: str | torch.dtype | None = field(default=None, metadata={
+        "help": f"the compute precision: {', '.join(DTYPE_NAMES)} or a torch.dtype (default: the model's stored "
+                "dtype; float32 for a small model loaded for a CPU)",
+        "cli_group": "sampling", "cli_choices": DTYPE_NAMES})
 
 
 @dataclass
 class PromptOptions:
-    """What a generation starts from (the arguments of ``generate_midi`` with the same names)."""
+    """What a generation starts from (the arguments of ``generate_midi`` with the same names); checked on
+    construction (:meth:`check`)."""
 
-    prompt: Any = None
-    prompt_events: int | None = None
-    instruments: Any = None
-    drum_kit: str | int | None = None
-    bpm: float | None = None
-    time_signature: str | tuple[int, int] | None = None
-    key: str | tuple[int, int] | None = None
-    disable_control_change: bool = False
-    add_track: str | int | None = None
-    regenerate_track: int | None = None
-    seconds: float | None = None
-    bars: float | None = None
+    prompt: Any = field(default=None, metadata={
+        "help": "continue this MIDI file (from Python also bytes, a file object, a mido.MidiFile or encoded rows "
+                "(n, 8)); it cannot be combined with instruments, drum_kit, bpm, time_signature or key",
+        "cli_metavar": "SONG.mid", "cli_group": "prompt"})
+    prompt_events: int | None = field(default=None, metadata={
+        "help": f"how many of the prompt's events to keep, BOS included (default {DEFAULT_PROMPT_EVENTS}, as the "
+                "reference app)",
+        "cli_metavar": "N", "cli_group": "prompt"})
+    instruments: Sequence[str | int] | str | None = field(default=None, metadata={
+        "help": "General MIDI instrument names or program numbers 0-127 for a new piece, a list or "
+                "comma-separated (e.g. \"Acoustic Grand Piano, Violin\"); the model then keeps to them (no patch "
+                "changes, only their channels and the drum kit's)",
+        "cli_metavar": "NAMES", "cli_group": "prompt", "cli_append": True})
+    drum_kit: str | int | None = field(default=None, metadata={
+        "help": f"a drum kit on channel 10 for a new piece: {', '.join(DRUM_KITS.values())} (or its program)",
+        "cli_metavar": "KIT", "cli_group": "prompt"})
+    bpm: float | None = field(default=None, metadata={
+        "help": f"the tempo of a new piece in beats per minute (1-{MAX_BPM})", "cli_group": "prompt"})
+    time_signature: str | tuple[int, int] | None = field(default=None, metadata={
+        "help": "the time signature of a new piece, e.g. 3/4 or 6/8 (from Python also (3, 4))",
+        "cli_metavar": "N/D", "cli_group": "prompt"})
+    key: str | tuple[int, int] | None = field(default=None, metadata={
+        "help": "the key signature of a new piece, e.g. \"D minor\", \"F# major\", Bb (from Python also (sf, mi))",
+        "cli_group": "prompt"})
+    disable_control_change: bool = field(default=False, metadata={
+        "help": "forbid control change events (pedal, volume, ...)",
+        "cli_flag": "--no-control-change", "cli_group": "prompt"})
+    add_track: str | int | None = field(default=None, metadata={
+        "help": "add a track to the prompt (the whole piece): a General MIDI instrument name or program, a drum "
+                "kit name or \"drums\"; the other tracks are kept note for note and the model writes the new one "
+                "between their events (constrained decoding, see track_editing); the piece ends where the prompt "
+                "ends",
+        "cli_metavar": "INSTRUMENT", "cli_group": "edit"})
+    regenerate_track: int | None = field(default=None, metadata={
+        "help": "write the prompt's track of this number (numbered as the tokenize command shows them) again, on "
+                "its channel and program, the other tracks kept",
+        "cli_metavar": "N", "cli_group": "edit"})
+    seconds: float | None = field(default=None, metadata={
+        "help": "stop at the first event at or past this many seconds after the prompt (from the start with a "
+                "track edit), tempo changes counted; notes still sounding end there, and so does the file",
+        "cli_metavar": "S", "cli_group": "length"})
+    bars: float | None = field(default=None, metadata={
+        "help": "stop at this many bars after the prompt (from the start with a track edit), time-signature "
+                "changes counted; otherwise as seconds",
+        "cli_metavar": "B", "cli_group": "length"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     @property
     def edits_track(self) -> bool:
@@ -149,9 +191,13 @@ class PromptOptions:
         return TimeLimit(seconds=self.seconds, bars=self.bars)
 
     def check(self) -> None:
-        """Raise on options that cannot go together or bad values that need no model to see."""
-        if not isinstance(self.disable_control_change, bool):
-            raise TypeError(f"disable_control_change must be a bool, not {type(self.disable_control_change).__name__}")
+        """Raise on options that cannot go together or bad values that need no model to see (run on construction).
+
+        Raises:
+            ValueError: a prompt combined with new-piece controls, a track edit without a prompt or with
+                ``prompt_events``, both track edits, both lengths, a length <= 0. TypeError: values of the wrong type.
+        """
+        _check_bool("disable_control_change", self.disable_control_change)
         _check_number("seconds", self.seconds)
         _check_number("bars", self.bars)
         if self.seconds is not None or self.bars is not None:
@@ -160,6 +206,8 @@ class PromptOptions:
             _check_prompt_alone(instruments=self.instruments, drum_kit=self.drum_kit, bpm=self.bpm,
                                 time_signature=self.time_signature, key=self.key)
             _check_int("prompt_events", self.prompt_events, 1, allow_none=True)
+        elif self.prompt_events is not None and not self.edits_track:
+            raise ValueError("prompt_events is only used with a prompt (the first events of a MIDI file)")
         if self.edits_track:
             if self.add_track is not None and self.regenerate_track is not None:
                 raise ValueError("add_track and regenerate_track cannot be combined (one track edit at a time)")
@@ -176,29 +224,116 @@ class PromptOptions:
 
 @dataclass
 class SamplingOptions:
-    """How a generation samples (the arguments of ``generate_midi`` with the same names)."""
+    """How a generation samples (the arguments of ``generate_midi`` with the same names); checked on construction
+    (:meth:`check`)."""
 
-    events: int | None = None
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = DEFAULT_TOP_P
-    top_k: int = DEFAULT_TOP_K
-    seed: int | None = None
-    num_samples: int = 1
-    context_events: int | None = None
-    progress: bool = True
-    streamer: Any = None
+    events: int | None = field(default=None, metadata={
+        "help": f"events to generate after the prompt (fewer if the model ends the piece); default {DEFAULT_EVENTS}, "
+                "or no limit but the length with seconds / bars; with a track edit, the events the model may write",
+        "cli_metavar": "N", "cli_group": "sampling",
+        "app_default": DEFAULT_EVENTS})  # the page's length is a number of events unless seconds / bars are chosen
+    temperature: float = field(default=1.0, metadata={
+        "help": "the sampling temperature (> 0)", "cli_group": "sampling"})
+    top_p: float = field(default=0.94, metadata={
+        "help": "nucleus sampling: the most likely tokens up to this probability mass (0 < top_p <= 1)",
+        "cli_group": "sampling"})
+    top_k: int = field(default=20, metadata={
+        "help": "the k most likely tokens only (0: no top-k filter)", "cli_group": "sampling"})
+    seed: int | None = field(default=None, metadata={
+        "help": "the random seed: the same seed (with the same options, model and device) gives the same files; "
+                "default: a random one",
+        "cli_group": "sampling",
+        "app_default": 0})  # the page always shows the seed its files are named after
+    num_samples: int = field(default=1, metadata={
+        "help": "pieces generated at once (one batch)", "cli_metavar": "N", "cli_group": "sampling"})
+    context_events: int | None = field(default=None, metadata={
+        "help": f"the sliding window: no model.generate call sees more events (default: the training window, "
+                f"{DEFAULT_CONTEXT_EVENTS}); longer pieces go on from the last events (sliding_window)",
+        "cli_metavar": "W", "cli_group": "length"})
+    progress: bool = field(default=True, metadata={
+        "help": "show a tqdm bar of generated events and events per second",
+        "cli_flag": "--no-progress", "cli_help": "hide the progress bar", "cli_group": "output"})
+    streamer: Any = field(default=None, metadata={
+        "help": "also hand the tokens to this streamer (put / end, as model.generate(streamer=...)): first the "
+                "prompts (num_samples, prompt_length), then each new token (num_samples,); the streamers of "
+                "midi_event_transformer.generation.streamers take one sample (num_samples=1)",
+        "python_only": True})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
-        _check_sampling(DEFAULT_EVENTS if self.events is None else self.events, self.temperature, self.top_p,
-                        self.top_k, self.seed, self.num_samples)
+        """Raise on bad values (run on construction).
+
+        Raises:
+            ValueError: a value out of its range. TypeError: values of the wrong type.
+        """
+        _check_int("events", self.events, 1, allow_none=True)
+        _check_int("top_k", self.top_k, 0)
+        _check_int("seed", self.seed, 0, allow_none=True)
+        _check_int("num_samples", self.num_samples, 1)
+        _check_number("temperature", self.temperature, allow_none=False)
+        _check_number("top_p", self.top_p, allow_none=False)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         _check_int("context_events", self.context_events, 2, allow_none=True)
-        if not isinstance(self.progress, bool):
-            raise TypeError(f"progress must be a bool, not {type(self.progress).__name__}")
+        _check_bool("progress", self.progress)
         streamer = self.streamer
         if streamer is not None and not (callable(getattr(streamer, "put", None))
                                          and callable(getattr(streamer, "end", None))):
             raise TypeError(f"streamer must have put() and end() methods (a transformers streamer), not "
                             f"{type(streamer).__name__}")
+
+
+#: The options of a request, in the order their values are checked (loading last: its values are checked as the
+#: model loads).
+OPTION_CLASSES: tuple[type, ...] = (PromptOptions, SamplingOptions, LoadingOptions)
+
+
+def option_fields(*classes: type) -> list[dataclasses.Field]:
+    """The fields of ``classes`` (default: every option class, :data:`OPTION_CLASSES`), in order."""
+    return [f for cls in (classes or OPTION_CLASSES) for f in dataclasses.fields(cls)]
+
+
+def options_from_keywords(keywords: Mapping[str, Any], caller: str = "generate_midi"
+                          ) -> tuple[LoadingOptions, PromptOptions, SamplingOptions]:
+    """The options of ``generate_midi``-style keywords, each value in the field of its name (absent ones keep
+    their defaults); the prompt and sampling options are checked here, once.
+
+    Raises:
+        TypeError: a keyword that is no option field (named after ``caller``), or a value of the wrong type.
+        ValueError: as :meth:`PromptOptions.check` / :meth:`SamplingOptions.check`.
+    """
+    unknown = sorted(set(keywords) - {f.name for f in option_fields()})
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {', '.join(unknown)}")
+    built = {cls: cls(**{f.name: keywords[f.name] for f in dataclasses.fields(cls) if f.name in keywords})
+             for cls in OPTION_CLASSES}
+    return built[LoadingOptions], built[PromptOptions], built[SamplingOptions]
+
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def document_options(*classes: type) -> Callable[[_Function], _Function]:
+    """A decorator that writes an ``Args:`` section, each field of ``classes`` with its help, into the
+    function's docstring, before its ``Returns:`` section (as transformers' docstring decorators)."""
+
+    def decorate(function: _Function) -> _Function:
+        lines = ["    Args:"]
+        for option in option_fields(*classes):
+            lines.append(textwrap.fill(f"{option.name}: {option.metadata['help']}.", width=116,
+                                       initial_indent=" " * 8, subsequent_indent=" " * 12,
+                                       break_on_hyphens=False))
+        doc = function.__doc__ or ""
+        marker = "    Returns:"
+        head, found, tail = doc.partition(marker)
+        function.__doc__ = (head + "\n".join(lines) + "\n\n" + found + tail) if found else doc + "\n".join(lines)
+        return function
+
+    return decorate
 
 
 @dataclass
@@ -232,23 +367,55 @@ class GeneratedPiece:
 
 
 def prepare_prompt(tokenizer: Any, options: PromptOptions) -> PreparedPrompt:
-    """:class:`PreparedPrompt` of ``options`` (checked first).
+    """:class:`PreparedPrompt` of ``options`` (checked when they were made).
+
+    Args:
+        tokenizer: encodes a prompt file (None: a tokenizer with default settings; not needed for controls).
+        options: the prompt options.
 
     Raises:
         ValueError / TypeError: as ``generate_midi``. InvalidMidiError: a prompt that is not a readable MIDI file.
     """
-
-    options.check()
     if options.edits_track:
         whole = prompt_from_midi(options.prompt, None, tokenizer=tokenizer)
         plan = plan_track_edit(whole, add_track=options.add_track, regenerate_track=options.regenerate_track,
                                limit=options.time_limit)
         return PreparedPrompt(plan.prompt_rows, [], plan, options)
-    rows, processors = build_generation_prompt(
-        tokenizer, prompt=options.prompt, prompt_events=options.prompt_events, instruments=options.instruments,
-        drum_kit=options.drum_kit, bpm=options.bpm, time_signature=options.time_signature, key=options.key,
-        disable_control_change=options.disable_control_change)
+    allow_control_change = not options.disable_control_change
+    if options.prompt is not None:
+        rows = prompt_from_midi(options.prompt, DEFAULT_PROMPT_EVENTS if options.prompt_events is None
+                                else options.prompt_events, tokenizer=tokenizer)
+        return PreparedPrompt(rows, prompt_logits_processors(allow_control_change=allow_control_change), None,
+                              options)
+    rows = build_prompt(instruments=options.instruments, drum_kit=options.drum_kit, bpm=options.bpm,
+                        time_signature=options.time_signature, key_signature=options.key)
+    processors = prompt_logits_processors(instruments=options.instruments, drum_kit=options.drum_kit,
+                                          allow_control_change=allow_control_change)
     return PreparedPrompt(rows, processors, None, options)
+
+
+def build_generation_prompt(tokenizer: Any = None, **options: Any) -> tuple[np.ndarray, list]:
+    """The prompt rows and the logits processors of a generation request (see :func:`prepare_prompt`).
+
+    Args:
+        tokenizer: encodes a prompt file (None: a tokenizer with default settings).
+        options: :class:`PromptOptions` fields (as ``generate_midi``'s keywords), but a track edit.
+
+    Returns:
+        ``(rows, processors)``: ``rows`` ``(n_events, 8)`` int64 starting with BOS; ``processors`` a list of
+        ``LogitsProcessor`` (no patch change and only the prompt's channels when instruments are named; no
+        control change with ``disable_control_change``).
+
+    Raises:
+        ValueError: a prompt combined with instruments / drum kit / bpm / signatures, unknown names, bad values, a
+            track edit. TypeError: arguments of the wrong type. InvalidMidiError: a prompt that is not a readable
+            MIDI file.
+    """
+    prompt_options = PromptOptions(**options)
+    if prompt_options.edits_track:
+        raise ValueError("build_generation_prompt builds no track edit (use prepare_prompt)")
+    prepared = prepare_prompt(tokenizer, prompt_options)
+    return prepared.rows, prepared.processors
 
 
 def _max_events(prompts: Sequence[PreparedPrompt], sampling: SamplingOptions) -> tuple[int, bool]:
@@ -272,7 +439,6 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
     The prompts must come from the same :class:`PromptOptions` but for the prompt itself (the processors of the
     first are used for all). Returns the pieces prompt by prompt, ``num_samples`` each.
     """
-    sampling.check()
     if not prompts:
         raise ValueError("no prompts to generate from")
     options = prompts[0].options
@@ -319,28 +485,37 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
     return pieces
 
 
-def generate_pieces(model: Any, tokenizer: Any, prompt_options: PromptOptions, sampling: SamplingOptions, *,
-                    device: Any = None, dtype: Any = None) -> tuple[list[GeneratedPiece], Any]:
-    """Check the options, load the model (see ``model_loading.load_model_and_tokenizer``), prepare the prompt and
-    sample: ``(pieces, tokenizer)``. What ``generate_midi`` and the CLI run."""
-    prompt_options.check()
-    sampling.check()
+def generate_pieces(loading: LoadingOptions, prompt_options: PromptOptions, sampling: SamplingOptions
+                    ) -> tuple[list[GeneratedPiece], Any]:
+    """Load the model (see ``loading.load_model_and_tokenizer``), prepare the prompt and sample:
+    ``(pieces, tokenizer)``. What ``generate_midi``, the CLI and the web app run (the options were checked when
+    they were made)."""
     prepared = None
     if prompt_options.prompt is None:  # controls only: their errors come before the (slow) model load
         prepared = prepare_prompt(None, prompt_options)
-    model, tokenizer = load_model_and_tokenizer(model, tokenizer, device=device, dtype=dtype)
+    model, tokenizer = load_model_and_tokenizer(loading.model, loading.tokenizer, device=loading.device,
+                                                dtype=loading.dtype)
     if prepared is None:  # a prompt file is encoded with the model's tokenizer
         prepared = prepare_prompt(tokenizer, prompt_options)
     return generate_prepared(model, [prepared], sampling), tokenizer
 
 
 __all__ = [
+    "DEFAULT_EVENTS",
+    "DEFAULT_PROMPT_EVENTS",
     "OPEN_ENDED_MAX_EVENTS",
+    "OPTION_CLASSES",
+    "OPTION_METADATA",
     "GeneratedPiece",
+    "LoadingOptions",
     "PreparedPrompt",
     "PromptOptions",
     "SamplingOptions",
+    "build_generation_prompt",
+    "document_options",
     "generate_pieces",
     "generate_prepared",
+    "option_fields",
+    "options_from_keywords",
     "prepare_prompt",
 ]

@@ -114,12 +114,16 @@ def default_context_events(model: Any) -> int:
     return min(DEFAULT_CONTEXT_EVENTS, model.config.event_config.max_position_embeddings)
 
 
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
 def _check_window(context_events: Any, keep_events: Any) -> None:
-    for name, value, minimum in (("context_events", context_events, 2), ("keep_events", keep_events, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    _check_count("context_events", context_events, 2)
+    _check_count("keep_events", keep_events, 1)
     if keep_events >= context_events:
         raise ValueError(f"keep_events ({keep_events}) must be smaller than context_events ({context_events})")
 

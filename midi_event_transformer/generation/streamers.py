@@ -27,35 +27,23 @@ from typing import Any
 import numpy as np
 from transformers.generation.streamers import BaseStreamer
 
-from ..vocabulary import (
-    BOS_ID,
-    EOS_ID,
-    EVENT_PARAMETERS,
-    ID_TO_EVENT_TYPE,
-    PAD_ID,
-    PARAMETER_OFFSETS,
-    PARAMETER_SIZES,
-    TOKENS_PER_EVENT,
-)
+from ..midi_writing import row_to_named_event
+from ..vocabulary import BOS_ID, EOS_ID, PAD_ID, TOKENS_PER_EVENT
 
 
 def decode_row(row: Any) -> dict[str, Any]:
-    """A row of 8 ids as ``{"type": "note", "time1": 0, "time2": 4, "track": 1, ...}`` (parameter values).
+    """A row of 8 ids as ``{"type": "note", "time1": 0, "time2": 4, "track": 1, ...}`` (parameter values; see
+    ``midi_writing.row_to_named_event``).
 
     A row that is not a valid event (unknown type id or a parameter id outside its range) gives
     ``{"type": None, "ids": [...]}``.
     """
     ids = [int(v) for v in row]
-    name = ID_TO_EVENT_TYPE.get(ids[0])
-    if name is None:
+    event = row_to_named_event(ids)
+    if event is None:
         return {"type": None, "ids": ids}
-    event: dict[str, Any] = {"type": name}
-    for slot, parameter in enumerate(EVENT_PARAMETERS[name], start=1):
-        value = ids[slot] - PARAMETER_OFFSETS[parameter]
-        if not 0 <= value < PARAMETER_SIZES[parameter]:
-            return {"type": None, "ids": ids}
-        event[parameter] = value
-    return event
+    name, values = event
+    return {"type": name, **values}
 
 
 def _as_int_array(value: Any) -> np.ndarray:

@@ -222,10 +222,13 @@ def convert_skytnt_lora(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) 
 
 
 def load_reference_checkpoint(cls: type, src_dir: str | os.PathLike, *args: Any, **kwargs: Any):
-    """``cls.from_pretrained`` for a reference directory: convert to a temporary folder, then load it."""
+    """``cls.from_pretrained`` for a reference directory: convert to a temporary folder, then load it. The model's
+    ``name_or_path`` is the reference directory (where its tokenizer settings are), not the temporary folder."""
     with tempfile.TemporaryDirectory(prefix="midi_event_transformer_") as tmp:
         convert_skytnt_checkpoint(src_dir, tmp)
-        return cls.from_pretrained(tmp, *args, **kwargs)
+        model = cls.from_pretrained(tmp, *args, **kwargs)
+    model.name_or_path = model.config._name_or_path = os.fspath(src_dir)
+    return model
 
 
 __all__ = [

@@ -21,11 +21,9 @@ from generation_helpers import (
 )
 
 from midi_event_transformer import DEFAULT_MODEL, InvalidMidiError, generate_midi
-from midi_event_transformer.generation.api import (
-    build_generation_prompt,
-    generate_rows,
-    load_model_and_tokenizer,
-)
+from midi_event_transformer.generation.api import generate_rows
+from midi_event_transformer.generation.loading import load_model_and_tokenizer
+from midi_event_transformer.generation.requests import build_generation_prompt
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import BOS_ID
 
@@ -259,15 +257,42 @@ def test_cuda_requested_without_cuda(model_dir):
 
 @pytest.mark.parametrize("function", [generate_midi, generate_rows])
 def test_every_keyword_is_an_option_field(function):
-    """generate_midi / generate_rows hand each keyword to the PromptOptions / SamplingOptions field of its name."""
-    import dataclasses
+    """generate_midi's explicit keywords (and generate_rows', which shows them) are the fields of the options
+    (LoadingOptions, PromptOptions, SamplingOptions), with the fields' defaults; each goes to its field."""
     import inspect
 
+    from midi_event_transformer.generation.requests import option_fields
+
+    parameters = inspect.signature(function).parameters
+    assert {name: p.default for name, p in parameters.items()} == {f.name: f.default for f in option_fields()}
+    assert all(f.metadata["help"] for f in option_fields())
+    assert all(f"        {f.name}: " in generate_midi.__doc__ for f in option_fields())  # help(generate_midi)
+
+
+def test_generate_rows_rejects_unknown_keywords():
+    with pytest.raises(TypeError, match=r"generate_rows\(\) got unexpected keyword argument\(s\) max_new_tokens"):
+        generate_rows(tiny_model(), max_new_tokens=8)
+
+
+def test_each_request_is_checked_once(model_dir, monkeypatch, tmp_path):
+    """A generate_midi call checks its prompt and sampling options once each (when they are made)."""
     from midi_event_transformer.generation.requests import PromptOptions, SamplingOptions
 
-    fields = {f.name for cls in (PromptOptions, SamplingOptions) for f in dataclasses.fields(cls)}
-    parameters = set(inspect.signature(function).parameters)
-    assert parameters - {"model", "tokenizer", "device", "dtype"} == fields
+    checks = {PromptOptions: 0, SamplingOptions: 0}
+    for cls in checks:
+        def counted(self, check=cls.check, cls=cls):
+            checks[cls] += 1
+            check(self)
+
+        monkeypatch.setattr(cls, "check", counted)
+    song = tmp_path / "song.mid"
+    generate_midi(str(model_dir), instruments=["Violin"], events=4, seed=0, progress=False)[0].save(song)
+    assert checks == {PromptOptions: 1, SamplingOptions: 1}
+    for options in (dict(prompt=str(song), events=4), dict(prompt=str(song), add_track="Cello", events=4),
+                    dict(instruments=["Violin"], seconds=1.0, events=8)):
+        checks.update({PromptOptions: 0, SamplingOptions: 0})
+        generate_rows(str(model_dir), seed=0, progress=False, **options)
+        assert checks == {PromptOptions: 1, SamplingOptions: 1}, options
 
 
 def test_missing_embedded_model_is_a_clear_error(monkeypatch, tmp_path):
@@ -313,7 +338,7 @@ def test_embedded_model_loads_with_the_auto_classes():
 
 
 def test_a_small_bf16_model_computes_in_float32_on_cpu_unless_asked(tmp_path):
-    from midi_event_transformer.generation.api import default_compute_dtype, load_model_and_tokenizer
+    from midi_event_transformer.generation.loading import default_compute_dtype, load_model_and_tokenizer
 
     model = tiny_model().to(torch.bfloat16)
     model.save_pretrained(tmp_path)

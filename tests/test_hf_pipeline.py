@@ -1,4 +1,4 @@
-"""``transformers.pipeline("midi-generation")`` (``pipelines``), on a tiny saved model."""
+"""``transformers.pipeline("midi-generation")`` (``generation.hf_pipeline``), on a tiny saved model."""
 
 from __future__ import annotations
 
@@ -107,3 +107,32 @@ def test_embedded_model_is_the_default():
     (sample,) = pipe(None, instruments=["Acoustic Grand Piano"], events=16, seed=0, progress=False)
     (expected,) = generate_midi(instruments=["Acoustic Grand Piano"], events=16, seed=0, progress=False, device="cpu")
     assert midi_bytes(sample["midi"]) == midi_bytes(expected)
+
+
+def test_a_reference_checkpoint_gets_the_tokenizer_generate_midi_pairs_it_with(shared_dir, tmp_path):
+    """The pipeline and generate_midi pair a SkyTNT/midi-model checkpoint folder with the same tokenizer: the
+    settings of its config.json (loading.load_tokenizer), whatever they are."""
+    import json
+
+    from midi_event_transformer.generation.loading import load_model_and_tokenizer
+    from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
+
+    reference = shared_dir / "reference" / "skytnt_small" / "model"
+    if not (reference / "config.json").is_file():
+        pytest.skip(f"no reference checkpoint at {reference}")
+    copy = tmp_path / "reference_not_optimised"
+    copy.mkdir()
+    config = json.loads((reference / "config.json").read_text())
+    config["tokenizer"]["optimise_midi"] = False
+    (copy / "config.json").write_text(json.dumps(config))
+    (copy / "model.safetensors").symlink_to(reference / "model.safetensors")
+    settings = []
+    for folder in (reference, copy):
+        pipe = pipeline("midi-generation", model=MidiEventTransformerForCausalLM.from_pretrained(folder),
+                        device="cpu")
+        _, tokenizer = load_model_and_tokenizer(str(folder), device="cpu")
+        settings.append({name: (getattr(pipe.tokenizer, name), getattr(tokenizer, name))
+                         for name in ("optimise_midi", "cc_eps", "tempo_eps")})
+    assert [{name: pair[0] for name, pair in s.items()} for s in settings] == [
+        {name: pair[1] for name, pair in s.items()} for s in settings]
+    assert [s["optimise_midi"][0] for s in settings] == [True, False]

@@ -297,9 +297,8 @@ def _parameter_limit(grammar: MidiGrammarLogitsProcessor | None, event_starts: l
     """Last slot of the current event that may hold a non-pad token in any unfinished row."""
     if grammar is None:
         return tokens_per_event - 1
-    counts = [int(grammar.num_parameters[grammar.type_index_of[start]]) if start in grammar.type_index_of else 0
-              for start, alive in zip(event_starts, live, strict=True) if alive]
-    return max(counts, default=0)
+    count_of = grammar.parameter_count_of  # plain ints: no device read per row
+    return max((count_of.get(start, 0) for start, alive in zip(event_starts, live, strict=True) if alive), default=0)
 
 
 def _hand_out(streamer: Any, values: torch.Tensor) -> None:
@@ -348,7 +347,7 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
     lean = _LeanModel(model, cache)
     if grammar is not None:
-        grammar._to(sequences.device)
+        grammar.to(sequences.device)
 
     # max_length is enforced by the loop itself and EOS by comparing ids; other criteria run at every token
     eos_ids = set()
@@ -420,11 +419,11 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
     if streamer is not None:
         streamer.end()
     if keep_cache:  # the lean steps keep the KV buffers and event flags up to date, not the current event's ids
-        partial = cache.partial_event
+        partial_event = cache.partial_event
         if cache.num_events and cache.token_layers:  # tokens seen of the current event: token rows after row 0
             start = k * cache.num_events
-            partial = sequences[:, start:start + cache.token_layers[0].length - 1]
-        cache.finish_decoding(partial)
+            partial_event = sequences[:, start:start + cache.token_layers[0].length - 1]
+        cache.finish_decoding(partial_event)
     else:
         cache.release()
     return sequences[:, :length]

@@ -7,7 +7,7 @@ operation it stands for); ``event_loop=False`` (transformers' per-token loop) is
 back-to-back pairs with "all" (order alternating), so the machine's drift, which moves a 1-second run by tens
 of percent here, cancels in each pair's ratio: ``gain`` = median over the pairs of events/s of "all" / events/s
 without the mechanism (> 1: the mechanism pays), with its quartiles. Random
-weights, EOS banned, the reference app's sampling (as ``bench_generate.py``). Greedy output of every variant
+weights, EOS banned, the reference app's sampling (``bench_common.SAMPLING``, as ``bench_generate.py``). Greedy output of every variant
 is checked against "all" on a short run (``greedy_equal``). Prints one JSON document; a table to stderr.
 
     python scripts/bench_mechanisms.py --configs small tv2o-medium --batches 1 4 > mechanisms.json
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import SAMPLING, _our_model, _versions, cpu_model  # noqa: E402
+from bench_common import SAMPLING, cpu_model, random_model, versions  # noqa: E402
 
 from midi_event_transformer.event_decoding import EventDecodingOptions  # noqa: E402
 from midi_event_transformer.vocabulary import BOS_ID, EOS_ID  # noqa: E402
@@ -68,7 +68,7 @@ def _run(model, variant: str, batch: int, events: int, greedy: bool = False) -> 
 def measure(config: str, batch: int, dtype: str, events: int, pairs: int, variants: list[str]) -> dict[str, Any]:
     """Each variant against "all" in ``pairs`` back-to-back pairs (order alternating): the machine's drift
     between pairs cancels in each pair's ratio; the median ratio is the gain."""
-    model = _our_model(config, dtype)
+    model = random_model(config, dtype)
     greedy_reference = _run(model, "all", batch, 16, greedy=True)[1]
     greedy_equal = {v: bool(torch.equal(_run(model, v, batch, 16, greedy=True)[1], greedy_reference))
                     for v in variants}
@@ -115,7 +115,7 @@ def main() -> None:
                 entry = measure(config, batch, dtype, args.events.get(config, 64), args.pairs, variants)
                 results.append(entry)
                 print(json.dumps(entry), file=sys.stderr, flush=True)
-    machine = {"cpu_model": cpu_model(), "threads": args.threads, "versions": _versions(None)}
+    machine = {"cpu_model": cpu_model(), "threads": args.threads, "versions": versions()}
     print(json.dumps({"machine": machine, "mechanisms": MECHANISMS, "results": results}, indent=1))
     print(f"CPU: {machine['cpu_model']} ({args.threads} threads); gain = all / without (> 1: it pays)",
           file=sys.stderr)

@@ -316,7 +316,7 @@ def _remap_tracks_and_channels(events, channels, empty_channels, channel_tracks,
             if name == "patch_change" and event[4] not in patched_channels:
                 patched_channels.append(event[4])
     for event in orphan_key_signatures:
-        _remove_equal(events, event)
+        events.remove(event)  # the first event equal to it (by value)
     events += added_key_signatures
 
     track_channels: dict[int, list[int]] = {}
@@ -330,11 +330,6 @@ def _remap_tracks_and_channels(events, channels, empty_channels, channel_tracks,
     return events, new_channels, empty_channels, key_signatures, track_channels, first_note_track, patched_channels
 
 
-def _remove_equal(events: list[list], event: list) -> None:
-    """Remove the first event equal (by value) to ``event``, as ``list.remove`` does."""
-    events.remove(event)
-
-
 def _settle_key_signatures(events, key_signatures, pitch_histogram, track_channels, remapped) -> None:
     """Step 6: add detected key signatures, or fix or remove default (C major) ones."""
     if key_signatures and not all(k[4] == 7 for k in key_signatures):
@@ -342,7 +337,7 @@ def _settle_key_signatures(events, key_signatures, pitch_histogram, track_channe
     root = detect_key(pitch_histogram)
     if root is None:
         for event in key_signatures:
-            _remove_equal(events, event)
+            events.remove(event)  # the first event equal to it (by value)
         return
     sf = key_to_sf(root, 0)
     if not key_signatures:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .midi_events import key_to_sf, sf_to_key
 from .midi_writing import row_to_event
-from .vocabulary import EVENT_PARAMETERS, PARAMETER_OFFSETS, PARAMETER_SIZES
+from .vocabulary import DRUM_CHANNEL, EVENT_PARAMETERS, PARAMETER_OFFSETS, PARAMETER_SIZES
 
 
 def augment_rows(
@@ -42,13 +42,13 @@ def augment_rows(
         new_values["track"] = (values["track"] + track_shift) % PARAMETER_SIZES["track"]
         if "channel" in values:
             channel = values["channel"]
-            if channel != 9:
+            if channel != DRUM_CHANNEL:
                 channel = (channel + channel_shift) % 16
-                if channel == 9:
-                    channel = (9 + channel_shift) % 16
+                if channel == DRUM_CHANNEL:
+                    channel = (DRUM_CHANNEL + channel_shift) % 16
             new_values["channel"] = channel
         if name == "note":
-            pitch = values["pitch"] + (pitch_shift if values["channel"] != 9 else 0)
+            pitch = values["pitch"] + (pitch_shift if values["channel"] != DRUM_CHANNEL else 0)
             if not 0 <= pitch < 128:
                 return rows.copy()
             new_values["pitch"] = pitch
@@ -69,7 +69,7 @@ def augment_rows(
     # drum-only tracks get sf=0 (looked up, as in the reference, by the shifted track number)
     for i in key_signature_rows:
         on_track = track_channels.get(int(new_rows[i, 3]) - PARAMETER_OFFSETS["track"])
-        if on_track is not None and on_track == [9]:
+        if on_track is not None and on_track == [DRUM_CHANNEL]:
             new_rows[i, 4] = PARAMETER_OFFSETS["sf"] + 7
     return new_rows
 
@@ -108,7 +108,7 @@ def quality_report(
             channel, pitch, _, duration = event[4:]
             total_notes += 1
             onset_steps[event[2]] += 1
-            if channel != 9:
+            if channel != DRUM_CHANNEL:
                 if channel not in instruments:
                     instruments[channel] = 0
                     if channel not in piano_channels:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from .midi_reading import ScoreEvent
-from .vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, PARAMETER_SIZES
+from .vocabulary import DRUM_CHANNEL, EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, PARAMETER_SIZES
 
 #: Sort rank of each event type at equal (time1, time2, track).
 EVENT_ORDER: dict[str, int] = {name: i for i, name in enumerate(
@@ -145,7 +145,7 @@ def score_to_events(
                 first_note_track.setdefault(channel, track_index)
                 if track_index not in note_tracks[channel]:
                     note_tracks[channel].append(track_index)
-                if channel != 9:
+                if channel != DRUM_CHANNEL:
                     pitch_histogram[pitch % 12] += 1
                 if channel not in this_track_channels:
                     this_track_channels.append(channel)
@@ -236,17 +236,17 @@ def _sort_key(event: list) -> tuple:
 def _remap_tracks_and_channels(events, channels, empty_channels, channel_tracks, note_tracks,
                                remove_empty_channels):
     """Step 5 (optimise_midi): renumber channels and tracks; returns the updated bookkeeping."""
-    channel_map = {9: 9} if 9 in channels else {}
+    channel_map = {DRUM_CHANNEL: DRUM_CHANNEL} if DRUM_CHANNEL in channels else {}
     if remove_empty_channels:  # channels without notes go last (stable)
         channels = sorted(channels, key=lambda c: c in empty_channels)
     next_channel = 0
     for channel in channels:
-        if channel == 9:
+        if channel == DRUM_CHANNEL:
             continue
         channel_map[channel] = next_channel
         next_channel += 1
-        if next_channel == 9:
-            next_channel = 10
+        if next_channel == DRUM_CHANNEL:  # skipped: other channels never land on the drum channel
+            next_channel += 1
     new_channels = list(channel_map.values())
 
     # new track numbers: first the (channel, track) pairs that keep their events, then the others
@@ -298,12 +298,12 @@ def _remap_tracks_and_channels(events, channels, empty_channels, channel_tracks,
             channel, new_track = targets[0]
             event[3] = new_track
             key_signatures.append(event)
-            if channel == 9:
+            if channel == DRUM_CHANNEL:
                 event[4] = 7
             for channel, new_track in targets[1:]:
                 copy = [*event]
                 copy[3] = new_track
-                if channel == 9:
+                if channel == DRUM_CHANNEL:
                     copy[4] = 7
                 key_signatures.append(copy)
                 added_key_signatures.append(copy)
@@ -344,12 +344,12 @@ def _settle_key_signatures(events, key_signatures, pitch_histogram, track_channe
         for track_index, on_track in track_channels.items():
             if remapped and track_index == 0:
                 continue
-            drums_only = len(on_track) == 1 and on_track[0] == 9
+            drums_only = len(on_track) == 1 and on_track[0] == DRUM_CHANNEL
             events.append(["key_signature", 0, 0, track_index, (0 if drums_only else sf) + 7, 0])
         return
     for event in key_signatures:
         on_track = track_channels.get(event[3])
-        if on_track is not None and len(on_track) == 1 and on_track[0] == 9:
+        if on_track is not None and len(on_track) == 1 and on_track[0] == DRUM_CHANNEL:
             continue
         event[4] = sf + 7
         event[5] = 0

@@ -23,6 +23,10 @@ BOS_ID = 1
 EOS_ID = 2
 TOKENS_PER_EVENT = 8
 
+#: The MIDI channel (0-based) General MIDI reserves for drums (channel 10 counted from 1); the tokenizer keeps it
+#: when it renumbers channels, augmentation neither shifts it nor transposes its notes.
+DRUM_CHANNEL = 9
+
 #: Parameters of each event type, in row order (after the event type id).
 EVENT_PARAMETERS: dict[str, tuple[str, ...]] = {
     "note": ("time1", "time2", "track", "channel", "pitch", "velocity", "duration"),
@@ -116,6 +120,7 @@ def tokenizer_dict(optimise_midi: bool = True) -> dict:
 
 __all__ = [
     "BOS_ID",
+    "DRUM_CHANNEL",
     "EOS_ID",
     "EVENT_PARAMETERS",
     "EVENT_TYPES",

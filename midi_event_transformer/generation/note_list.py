@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import mido
 
 from ..errors import InvalidMidiError
+from ..vocabulary import DRUM_CHANNEL
 
-DRUM_CHANNEL = 9
 DEFAULT_TEMPO = 500_000  # microseconds per beat (120 bpm)
 
 

@@ -25,6 +25,7 @@ from transformers import LogitsProcessor
 
 from ..vocabulary import (
     BOS_ID,
+    DRUM_CHANNEL,
     EOS_ID,
     EVENT_PARAMETERS,
     EVENT_TYPE_IDS,
@@ -39,7 +40,6 @@ from .controls import (
     RestrictChannelsLogitsProcessor,
 )
 from .general_midi import (
-    DRUM_CHANNEL,
     drum_kit_program,
     parse_instruments,
     parse_key_signature,

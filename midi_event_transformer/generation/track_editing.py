@@ -47,6 +47,7 @@ from transformers import LogitsProcessor, StoppingCriteria
 
 from ..vocabulary import (
     BOS_ID,
+    DRUM_CHANNEL,
     EOS_ID,
     EVENT_PARAMETERS,
     EVENT_TYPE_IDS,
@@ -54,7 +55,7 @@ from ..vocabulary import (
     PARAMETER_SIZES,
     TOKENS_PER_EVENT,
 )
-from .general_midi import DRUM_CHANNEL, drum_kit_program, instrument_program
+from .general_midi import drum_kit_program, instrument_program
 from .musical_time import STEPS_PER_BEAT, TimeLimit, cut_at_time_limit, event_step
 from .prompts import MELODIC_CHANNELS, event_row
 from .sliding_window import WindowedEventReader

@@ -39,7 +39,15 @@ from __future__ import annotations
 import numpy as np
 
 from .midi_reading import ScoreEvent
-from .vocabulary import DRUM_CHANNEL, EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, PARAMETER_SIZES
+from .vocabulary import (
+    DRUM_CHANNEL,
+    EVENT_PARAMETERS,
+    EVENT_TYPE_IDS,
+    MAX_BPM,
+    PARAMETER_OFFSETS,
+    PARAMETER_SIZES,
+    STEPS_PER_BEAT,
+)
 
 #: Sort rank of each event type at equal (time1, time2, track).
 EVENT_ORDER: dict[str, int] = {name: i for i, name in enumerate(
@@ -49,8 +57,8 @@ _MAX_TRACKS = 128
 
 
 def tempo_to_bpm(tempo: int) -> int:
-    """Microseconds per beat -> the reference's integer bpm (truncated, at most 383)."""
-    return min(int(60 / (tempo / 10 ** 6)), 383)
+    """Microseconds per beat -> the reference's integer bpm (truncated, at most ``MAX_BPM``, 383)."""
+    return min(int(60 / (tempo / 10 ** 6)), MAX_BPM)
 
 
 def bpm_to_tempo(bpm: int) -> int:
@@ -117,10 +125,11 @@ def score_to_events(
     """
     keyed: dict[tuple, list] = {}  # collision key -> event (step 3)
     channels: list[int] = []  # channels in order of first use
-    channel_tracks: dict[int, dict[int, int]] = {c: {} for c in range(16)}  # channel -> {track: new track}
-    note_tracks: dict[int, list[int]] = {c: [] for c in range(16)}  # channel -> tracks with its notes
+    midi_channels = range(PARAMETER_SIZES["channel"])
+    channel_tracks: dict[int, dict[int, int]] = {c: {} for c in midi_channels}  # channel -> {track: new track}
+    note_tracks: dict[int, list[int]] = {c: [] for c in midi_channels}  # channel -> tracks with its notes
     first_note_track: dict[int, int] = {}  # channel -> first track whose note used it
-    has_notes = [False] * 16
+    has_notes = [False] * len(midi_channels)
     patched_channels: list[int] = []
     pitch_histogram = [0] * 12
     key_signatures: list[list] = []
@@ -134,12 +143,12 @@ def score_to_events(
         this_track_channels = track_channels.setdefault(track_index, [])
         for event in track:
             name = event[0]
-            t = round(16 * event[1] / ticks_per_beat)
-            time1, time2 = t // 16, t % 16
+            t = round(STEPS_PER_BEAT * event[1] / ticks_per_beat)
+            time1, time2 = t // STEPS_PER_BEAT, t % STEPS_PER_BEAT
             channel = -1
             if name == "note":
                 _, _, duration, channel, pitch, velocity = event
-                duration = max(1, round(16 * duration / ticks_per_beat))
+                duration = max(1, round(STEPS_PER_BEAT * duration / ticks_per_beat))
                 new = ["note", time1, time2, track_index, channel, pitch, velocity, duration]
                 has_notes[channel] = True
                 first_note_track.setdefault(channel, track_index)
@@ -200,7 +209,7 @@ def score_to_events(
                 previous = last_note.get((channel, pitch))
                 if previous is not None:
                     previous_key, previous_note = previous
-                    shortened = t - (previous_note[1] * 16 + previous_note[2])
+                    shortened = t - (previous_note[1] * STEPS_PER_BEAT + previous_note[2])
                     previous_note[-1] = max(0, min(previous_note[-1], shortened))
                     if previous_note[-1] == 0:
                         keyed.pop(previous_key, None)

@@ -56,6 +56,11 @@ PARAMETER_SIZES: dict[str, int] = {
     "mi": 2,
 }
 
+#: Steps of the tokenizer's time grid in one beat (the values of ``time2``): times are quantised to 1/16 beat.
+STEPS_PER_BEAT: int = PARAMETER_SIZES["time2"]
+#: The largest tempo a ``set_tempo`` row holds, in (integer) beats per minute.
+MAX_BPM: int = PARAMETER_SIZES["bpm"] - 1
+
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_PARAMETERS)
 
 #: Id of each event type (3..8).
@@ -126,9 +131,11 @@ __all__ = [
     "EVENT_TYPES",
     "EVENT_TYPE_IDS",
     "ID_TO_EVENT_TYPE",
+    "MAX_BPM",
     "PAD_ID",
     "PARAMETER_OFFSETS",
     "PARAMETER_SIZES",
+    "STEPS_PER_BEAT",
     "TOKENS_PER_EVENT",
     "VOCAB_SIZE",
     "parameter_id",

@@ -27,12 +27,10 @@ import torch
 from transformers import StoppingCriteria
 
 from ..midi_writing import TICKS_PER_BEAT, tempo_for_bpm
-from ..vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, PARAMETER_SIZES
+from ..vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, STEPS_PER_BEAT
 from .note_list import DEFAULT_TEMPO
 from .sliding_window import WindowedEventReader
 
-#: Steps of the tokenizer's time grid in one beat (the values of ``time2``).
-STEPS_PER_BEAT = PARAMETER_SIZES["time2"]
 _TIME1, _TIME2 = PARAMETER_OFFSETS["time1"], PARAMETER_OFFSETS["time2"]
 _TEMPO_ID, _SIGNATURE_ID, _NOTE_ID = (EVENT_TYPE_IDS[name] for name in ("set_tempo", "time_signature", "note"))
 _BPM_SLOT = 1 + EVENT_PARAMETERS["set_tempo"].index("bpm")

@@ -47,6 +47,7 @@ from .vocabulary import (
     PARAMETER_OFFSETS,
     PARAMETER_SIZES,
     STEPS_PER_BEAT,
+    TOKENS_PER_EVENT,
 )
 
 #: Sort rank of each event type at equal (time1, time2, track).
@@ -393,7 +394,7 @@ def _slot_tables() -> tuple[np.ndarray, np.ndarray]:
 
     Unused slots have offset 0 and size 1, so their value 0 becomes PAD (0) and is in range.
     """
-    offsets = np.zeros((max(EVENT_TYPE_IDS.values()) + 1, 7), dtype=np.int64)
+    offsets = np.zeros((max(EVENT_TYPE_IDS.values()) + 1, TOKENS_PER_EVENT - 1), dtype=np.int64)
     sizes = np.ones_like(offsets)
     for name, type_id in EVENT_TYPE_IDS.items():
         for slot, parameter in enumerate(EVENT_PARAMETERS[name]):
@@ -411,9 +412,9 @@ def events_to_rows(events: list[list]) -> np.ndarray:
     A dropped row does not move the time origin: the next row's time1 counts from the last kept row.
     """
     if not events:
-        return np.zeros((0, 8), dtype=np.int64)
+        return np.zeros((0, TOKENS_PER_EVENT), dtype=np.int64)
     types = np.fromiter((EVENT_TYPE_IDS[e[0]] for e in events), dtype=np.int64, count=len(events))
-    values = np.array([e[1:] + [0] * (8 - len(e)) for e in events], dtype=np.int64)  # (n, 7)
+    values = np.array([e[1:] + [0] * (TOKENS_PER_EVENT - len(e)) for e in events], dtype=np.int64)  # (n, 7)
     sizes = _SLOT_SIZES[types]
     in_range = ((values[:, 1:] >= 0) & (values[:, 1:] < sizes[:, 1:])).all(axis=1)
     # time1 becomes a delta from the previous kept row, which must fit in [0, 128)
@@ -428,7 +429,7 @@ def events_to_rows(events: list[list]) -> np.ndarray:
             deltas[i] = delta
             last_time1 = time1
     values[:, 0] = deltas
-    rows = np.empty((int(keep.sum()), 8), dtype=np.int64)
+    rows = np.empty((int(keep.sum()), TOKENS_PER_EVENT), dtype=np.int64)
     rows[:, 0] = types[keep]
     rows[:, 1:] = values[keep] + _SLOT_OFFSETS[types[keep]]
     return rows

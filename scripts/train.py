@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
                     for name in splits["validation"]["name"]))
     train_set = MidiWindowDataset(splits["train"], data_args.max_events, tokenizer=tokenizer,
                                   augment=data_args.augment, seed=train_args.seed)
-    val_rows = [r.reshape(-1, 8) for r in splits["validation"].with_format("numpy")["input_ids"]]
+    val_rows = [r.reshape(-1, TOKENS_PER_EVENT) for r in splits["validation"].with_format("numpy")["input_ids"]]
     loader = DataLoader(train_set, batch_size=train_args.batch_size, shuffle=True, drop_last=True,
                         collate_fn=DataCollatorForMidiEvents())
     if len(loader) == 0:

@@ -38,6 +38,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "TimeLimitStoppingCriteria": "generation.musical_time",
     "generate_in_windows": "generation.sliding_window",
     "MidiGrammarLogitsProcessor": "grammar",
+    "EventDecodingOptions": "event_decoding",
     "DisableEventTypesLogitsProcessor": "generation.controls",
     "DisablePatchChangeLogitsProcessor": "generation.controls",
     "DisableControlChangeLogitsProcessor": "generation.controls",

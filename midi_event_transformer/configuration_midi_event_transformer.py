@@ -138,7 +138,8 @@ class MidiEventTransformerConfig(PreTrainedConfig):
 
     Args:
         vocab_size (`int`, defaults to 3406): number of token ids (the MIDITokenizerV2 layout).
-        tokens_per_event (`int`, defaults to 8): ids per event row (event type, parameters, pads).
+        tokens_per_event (`int`, defaults to 8): ids per event row (event type, parameters, pads); must be 8
+            (``vocabulary.TOKENS_PER_EVENT``), the row width the grammar, tokenizer and data pipeline use.
         event_config (`MidiEventTransformerLevelConfig` or `dict`): the event transformer's shapes.
         token_config (`MidiEventTransformerLevelConfig` or `dict`): the token transformer's shapes;
             `hidden_size` must equal the event transformer's.
@@ -185,8 +186,10 @@ class MidiEventTransformerConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 3:
             raise ValueError(f"vocab_size must be an integer >= 3, got {self.vocab_size!r}")
-        if not isinstance(self.tokens_per_event, int) or self.tokens_per_event < 2:
-            raise ValueError(f"tokens_per_event must be an integer >= 2, got {self.tokens_per_event!r}")
+        if not isinstance(self.tokens_per_event, int) or self.tokens_per_event != TOKENS_PER_EVENT:
+            raise ValueError(f"tokens_per_event must be {TOKENS_PER_EVENT}, the width of the vocabulary's event rows "
+                             "(the MIDI grammar, the tokenizer, the data pipeline and the sliding window all assume "
+                             f"it), got {self.tokens_per_event!r}")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 0 <= value < self.vocab_size:

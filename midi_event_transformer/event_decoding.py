@@ -21,10 +21,17 @@ id range the grammar allows are computed and processed. Other
 processors get the full ``(batch, vocab)`` scores. Stopping criteria and the streamer see every token.
 Greedy output equals the per-token path; sampling draws from the same distribution.
 ``generate`` leaves beam search, ``return_dict_in_generate`` and multi-GPU sync to transformers' own loops.
+
+Each optional mechanism (forced-pad skipping, grammar-span scoring, the fused top-k / top-p sampler, the token-input
+lookup, the fused RMS norm, inference mode) can be switched off through [`EventDecodingOptions`], passed as
+``model.generate(..., decoding_options=EventDecodingOptions(...))``: they change how fast the tokens come, not which
+(``scripts/bench_mechanisms.py`` measures what each one gains).
 """
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -57,6 +64,43 @@ _EVENT_LOOP_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 _SHAPE_AGNOSTIC_WARPERS = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper)
 
 
+@dataclass(frozen=True)
+class EventDecodingOptions:
+    """Which optional mechanisms the event-level loop uses; each is on by default.
+
+    Every mechanism changes only how fast the tokens come: with any of them off, greedy output is the same and
+    sampling draws from the same distribution. Switch one off to measure what it gains
+    (``scripts/bench_mechanisms.py``) or to rule it out while debugging::
+
+        model.generate(prompt, max_new_tokens=64, decoding_options=EventDecodingOptions(fused_rms_norm=False))
+
+    ``generate`` hands the options to the event-level loop; transformers' per-token loop (``event_loop=False``, beam
+    search, dict outputs) has none of these mechanisms and ignores them.
+
+    Args:
+        skip_forced_pads (`bool`, defaults to `True`): append the pads after every unfinished row's last parameter
+            without running the model. Off: a token step for each of those slots too.
+        grammar_span_scoring (`bool`, defaults to `True`): when the processors allow it, compute only the
+            ``lm_head`` rows of the id range the grammar allows and process those scores. Off: the full ``lm_head``
+            and every processor on ``(batch, vocab)`` scores (which also turns the fused sampler off).
+        fused_top_k_top_p (`bool`, defaults to `True`): sample top-k then top-p in one pass on the top-k values.
+            Off: transformers' top-k and top-p warpers, then softmax and multinomial.
+        token_input_lookup (`bool`, defaults to `True`): compute the embedding and first-layer attention inputs of
+            a (token id, row) pair once per generation and look them up after. Off: computed at every token step.
+        fused_rms_norm (`bool`, defaults to `True`): float32 RMS norms through ``torch.rms_norm``. Off: the norm
+            module's own forward.
+        inference_mode (`bool`, defaults to `True`): run the loop under ``torch.inference_mode``. Off: under
+            ``torch.no_grad`` only.
+    """
+
+    skip_forced_pads: bool = True
+    grammar_span_scoring: bool = True
+    fused_top_k_top_p: bool = True
+    token_input_lookup: bool = True
+    fused_rms_norm: bool = True
+    inference_mode: bool = True
+
+
 def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = False) -> bool:
     """Whether :func:`generate_events` handles this request itself (else it defers to transformers)."""
     return (generation_config.get_generation_mode() in _EVENT_LOOP_MODES
@@ -66,9 +110,10 @@ def event_loop_applies(generation_config: GenerationConfig, synced_gpus: bool = 
 
 
 # --------------------------------------------------------------------------------------------- lean layer calls
-def _bound_norm(norm: nn.Module, dtype: torch.dtype):
-    """``norm`` for inputs of ``dtype``: for float32 inputs and weight, the fused op its forward ends in."""
-    if isinstance(norm, MidiEventTransformerRMSNorm) and dtype == norm.weight.dtype == torch.float32:
+def _bound_norm(norm: nn.Module, dtype: torch.dtype, fused: bool = True):
+    """``norm`` for inputs of ``dtype``: for float32 inputs and weight (and ``fused``), the fused op its forward
+    ends in."""
+    if fused and isinstance(norm, MidiEventTransformerRMSNorm) and dtype == norm.weight.dtype == torch.float32:
         return partial(torch.rms_norm, normalized_shape=norm.weight.shape, weight=norm.weight,
                        eps=norm.variance_epsilon)
     return norm
@@ -80,10 +125,10 @@ class _LeanLayer:
     The projections are the layer's own modules, so wrapped Linear layers (LoRA, int8) and module hooks work.
     """
 
-    def __init__(self, layer: nn.Module, dtype: torch.dtype) -> None:
+    def __init__(self, layer: nn.Module, dtype: torch.dtype, fused_norm: bool = True) -> None:
         attn, mlp = layer.self_attn, layer.mlp
-        self.input_norm = _bound_norm(layer.input_layernorm, dtype)
-        self.post_norm = _bound_norm(layer.post_attention_layernorm, dtype)
+        self.input_norm = _bound_norm(layer.input_layernorm, dtype, fused_norm)
+        self.post_norm = _bound_norm(layer.post_attention_layernorm, dtype, fused_norm)
         self.q, self.k, self.v, self.o = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
         self.gate, self.up, self.down, self.act = mlp.gate_proj, mlp.up_proj, mlp.down_proj, mlp.act_fn
         self.head_dim, self.scale = attn.head_dim, attn.scaling
@@ -117,15 +162,18 @@ class _LeanLayer:
 class _LeanModel:
     """The event step and token step of ``model`` on its cache."""
 
-    def __init__(self, model: Any, cache: MidiEventTransformerCache) -> None:
+    def __init__(self, model: Any, cache: MidiEventTransformerCache, options: EventDecodingOptions) -> None:
         self.cache = cache
         self.device = model.device
         self.event_embed, self.token_embed = model.net.embed_tokens, model.net_token.embed_tokens
+        self.token_input_lookup = options.token_input_lookup
         self.token_inputs: dict[tuple[int, int], tuple] = {}  # (id, row) -> its token row, first layer's q, k, v
         dtype = model.net_token.embed_tokens.weight.dtype  # of the hidden states
-        self.event_layers = [_LeanLayer(layer, dtype) for layer in model.net.layers]
-        self.token_layers = [_LeanLayer(layer, dtype) for layer in model.net_token.layers]
-        self.event_norm, self.token_norm = _bound_norm(model.net.norm, dtype), _bound_norm(model.net_token.norm, dtype)
+        fused = options.fused_rms_norm
+        self.event_layers = [_LeanLayer(layer, dtype, fused) for layer in model.net.layers]
+        self.token_layers = [_LeanLayer(layer, dtype, fused) for layer in model.net_token.layers]
+        self.event_norm = _bound_norm(model.net.norm, dtype, fused)
+        self.token_norm = _bound_norm(model.net_token.norm, dtype, fused)
         self.event_rotary = model.net.rotary_emb
         self.token_rotations = [model.net_token.rotary_emb.span(row, 1, dtype)  # (cos, sin) of each token row
                                 for row in range(model.config.tokens_per_event)]
@@ -164,7 +212,10 @@ class _LeanModel:
         Such a row is the token embedding of its id, so the embedding and the first layer's attention inputs
         (norm, q/k/v product, rotation by the row index) are a function of (id, row) alone: they are computed
         once per pair and generation, and looked up after that. (A parameter id comes at one or a few rows.)
+        Without ``token_input_lookup`` they are computed at every call.
         """
+        if not self.token_input_lookup:
+            return self.token_step(self.token_embed(torch.tensor(ids, device=self.device)[:, None]), row)
         known = self.token_inputs
         if any((i, row) not in known for i in ids):
             cos, sin = self.token_rotations[row]
@@ -186,12 +237,12 @@ class _LeanModel:
 class _Scorer:
     """Turns a hidden state into processed scores, on the grammar's id range when the processors allow it."""
 
-    def __init__(self, model: Any, processors: LogitsProcessorList) -> None:
+    def __init__(self, model: Any, processors: LogitsProcessorList, options: EventDecodingOptions) -> None:
         self.lm_head = model.lm_head
         self.span_products: dict[tuple[int, int], Any] = {}  # (lo, hi) -> the lm_head product of those ids
         self.processors = list(processors)
         self.grammar = next((p for p in processors if isinstance(p, MidiGrammarLogitsProcessor)), None)
-        self.compact = self.grammar is not None and all(
+        self.compact = options.grammar_span_scoring and self.grammar is not None and all(
             p is self.grammar or isinstance(p, (*_SHAPE_AGNOSTIC_WARPERS, SuppressTokensLogitsProcessor))
             or hasattr(p, "compact_call") for p in self.processors)
         vocab = model.config.vocab_size
@@ -210,7 +261,7 @@ class _Scorer:
         warpers = [p for p in self.processors if isinstance(p, _SHAPE_AGNOSTIC_WARPERS)]
         kinds = [type(p) for p in warpers]
         self.sampler = None
-        if self.compact and kinds in ([TopKLogitsWarper, TopPLogitsWarper],
+        if options.fused_top_k_top_p and self.compact and kinds in ([TopKLogitsWarper, TopPLogitsWarper],
                                       [TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper]):
             self.sampler = _TopKTopPSampler(warpers[-2], warpers[-1])
             self.processors = [p for p in self.processors if not isinstance(p, (TopKLogitsWarper, TopPLogitsWarper))]
@@ -297,9 +348,8 @@ def _parameter_limit(grammar: MidiGrammarLogitsProcessor | None, event_starts: l
     """Last slot of the current event that may hold a non-pad token in any unfinished row."""
     if grammar is None:
         return tokens_per_event - 1
-    counts = [int(grammar.num_parameters[grammar.type_index_of[start]]) if start in grammar.type_index_of else 0
-              for start, alive in zip(event_starts, live, strict=True) if alive]
-    return max(counts, default=0)
+    count_of = grammar.parameter_count_of  # plain ints: no device read per row
+    return max((count_of.get(start, 0) for start, alive in zip(event_starts, live, strict=True) if alive), default=0)
 
 
 def _hand_out(streamer: Any, values: torch.Tensor) -> None:
@@ -313,13 +363,15 @@ def _hand_out(streamer: Any, values: torch.Tensor) -> None:
 def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList,
                     stopping_criteria: StoppingCriteriaList, generation_config: GenerationConfig,
                     synced_gpus: bool = False, streamer: Any = None, event_streamer: Any = None,
-                    keep_cache: bool = True, **model_kwargs: Any) -> torch.LongTensor:
+                    keep_cache: bool = True, decoding_options: EventDecodingOptions | None = None,
+                    **model_kwargs: Any) -> torch.LongTensor:
     """Decode event by event: a ``custom_generate`` callable for ``generate`` (greedy search and sampling).
 
     ``event_streamer``: a streamer transformers did not see (it hands a callable no ``streamer``); it first
     receives the prompt, as ``generate`` does for its own streamer.
     ``keep_cache``: leave the cache holding the tokens it has seen, as ordinary tensors (a cache the caller
     passed); ``False`` frees its buffers at the end (one made for this call).
+    ``decoding_options``: which optional mechanisms to use ([`EventDecodingOptions`]; `None`: all).
 
     Returns:
         `torch.LongTensor` (batch, total length): the prompts followed by the generated tokens.
@@ -327,14 +379,19 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
     if not event_loop_applies(generation_config, synced_gpus):
         raise ValueError(f"the event-level loop decodes greedy search and sampling without dict outputs, not "
                          f"{generation_config.get_generation_mode().value}: pass event_loop=False")
+    options = EventDecodingOptions() if decoding_options is None else decoding_options
+    if not isinstance(options, EventDecodingOptions):
+        raise TypeError(f"decoding_options must be an EventDecodingOptions, not {type(options).__name__}")
     if event_streamer is not None:
         streamer = event_streamer
         streamer.put(input_ids.cpu())
     k = model.config.tokens_per_event
     pad_id = generation_config.pad_token_id
     pad_id = model.config.pad_token_id if pad_id is None else int(pad_id)
-    scorer = _Scorer(model, logits_processor)
+    scorer = _Scorer(model, logits_processor, options)
     grammar = scorer.grammar
+    # the grammar bounds the slots of an event that can hold a parameter (without it: all of them)
+    pad_grammar = grammar if options.skip_forced_pads else None
     batch, prompt_length = input_ids.shape
     max_length = max(generation_config.max_length, prompt_length)
     sequences = input_ids.new_full((batch, max_length), pad_id)  # (B, max_length)
@@ -346,9 +403,9 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
         cache, keep_cache = MidiEventTransformerCache(model.config), False
     prefill = model(input_ids=input_ids[:, cache.get_seq_length():], attention_mask=model_kwargs.get("attention_mask"),
                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
-    lean = _LeanModel(model, cache)
+    lean = _LeanModel(model, cache, options)
     if grammar is not None:
-        grammar._to(sequences.device)
+        grammar.to(sequences.device)
 
     # max_length is enforced by the loop itself and EOS by comparing ids; other criteria run at every token
     eos_ids = set()
@@ -365,11 +422,11 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
     unfinished = torch.ones(batch, dtype=torch.bool, device=sequences.device)
     live = [True] * batch
     event_starts = sequences[:, length - length % k].tolist() if length % k else [None] * batch
-    limit = _parameter_limit(grammar, event_starts, live, k) if length % k else k - 1
+    limit = _parameter_limit(pad_grammar, event_starts, live, k) if length % k else k - 1
     hidden = None
     # the whole loop runs under inference_mode (no view / version tracking: ~15% less time per step); what
     # leaves it (the streamer's tensors, the returned ids) is made outside it, an ordinary tensor
-    with torch.inference_mode():
+    with torch.inference_mode() if options.inference_mode else contextlib.nullcontext():
         while True:
             # score and choose the token at `length`
             current = sequences[:, :length]
@@ -399,7 +456,7 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
             live = _apply_criteria(other_criteria, sequences, length, scores, live)
             if slot == 0:  # an event type was just chosen: how many of its slots can be non-pad?
                 event_starts = chosen
-                limit = _parameter_limit(grammar, event_starts, live, k)
+                limit = _parameter_limit(pad_grammar, event_starts, live, k)
             # forced pads (past every row's parameters) are appended without running the model
             while length % k and length % k > limit and length < max_length and any(live):
                 sequences[:, length] = pad_id
@@ -420,14 +477,14 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
     if streamer is not None:
         streamer.end()
     if keep_cache:  # the lean steps keep the KV buffers and event flags up to date, not the current event's ids
-        partial = cache.partial_event
+        partial_event = cache.partial_event
         if cache.num_events and cache.token_layers:  # tokens seen of the current event: token rows after row 0
             start = k * cache.num_events
-            partial = sequences[:, start:start + cache.token_layers[0].length - 1]
-        cache.finish_decoding(partial)
+            partial_event = sequences[:, start:start + cache.token_layers[0].length - 1]
+        cache.finish_decoding(partial_event)
     else:
         cache.release()
     return sequences[:, :length]
 
 
-__all__ = ["event_loop_applies", "generate_events"]
+__all__ = ["EventDecodingOptions", "event_loop_applies", "generate_events"]

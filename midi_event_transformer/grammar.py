@@ -60,24 +60,30 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         for t, name in enumerate(event_types):
             type_index[EVENT_TYPE_IDS[name]] = t
         self.type_index = type_index  # (V,) event-type index of an id, -1 for others
-        #: number of parameters of each event type (slots after it that are not pad)
-        self.num_parameters = torch.tensor([len(EVENT_PARAMETERS[name]) for name in event_types])
-        # plain-Python copies for decoding loops that track states without tensors
+        # plain Python for decoding loops that track states without tensors (no device reads per token)
         self.type_index_of: dict[int, int] = {EVENT_TYPE_IDS[name]: t for t, name in enumerate(event_types)}
+        #: number of parameters (slots after the type id that are not pad) of each event type id
+        self.parameter_count_of: dict[int, int] = {EVENT_TYPE_IDS[name]: len(EVENT_PARAMETERS[name])
+                                                   for name in event_types}
         self.span_of_state: list[tuple[int, int]] = list(zip(self.state_lo.tolist(), self.state_hi.tolist(), strict=True))
         self.state_is_range: list[bool] = [int(row.sum()) == hi - lo for row, (lo, hi)
                                            in zip(allowed, self.span_of_state, strict=True)]
 
-    def _to(self, device: torch.device) -> None:
+    def to(self, device: torch.device | str) -> MidiGrammarLogitsProcessor:
+        """Move the grammar's tables to ``device`` (a no-op when they are there already); returns ``self``.
+
+        ``__call__`` does it by itself for its ``input_ids``' device; a decoding loop calls it once beforehand.
+        """
+        device = torch.device(device)
         if self.allowed.device != device:
             self.allowed = self.allowed.to(device)
             self.type_index = self.type_index.to(device)
-            self.num_parameters = self.num_parameters.to(device)
             self.state_lo, self.state_hi = self.state_lo.to(device), self.state_hi.to(device)
+        return self
 
     def states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B,) grammar state of the next position (row index into ``self.allowed``)."""
-        self._to(input_ids.device)
+        self.to(input_ids.device)
         length = input_ids.shape[1]
         slot = length % TOKENS_PER_EVENT
         finished = (input_ids[:, :length - slot:TOKENS_PER_EVENT] == EOS_ID).any(dim=1)  # (B,) EOS seen
@@ -102,10 +108,6 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             return 0
         event_type = self.type_index_of.get(event_start, -1)
         return 1 + event_type * (TOKENS_PER_EVENT - 1) + (slot - 1) if event_type >= 0 else self.pad_only_state
-
-    def id_span(self, states: torch.Tensor) -> tuple[int, int]:
-        """Smallest ``[lo, hi)`` id range covering every id allowed in ``states`` (B,)."""
-        return int(self.state_lo[states].min()), int(self.state_hi[states].max())
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.shape[-1] != self.vocab_size:

@@ -15,7 +15,14 @@ import numpy as np
 
 from .midi_events import key_to_sf, sf_to_key
 from .midi_writing import row_to_event
-from .vocabulary import EVENT_PARAMETERS, PARAMETER_OFFSETS, PARAMETER_SIZES
+from .vocabulary import (
+    DRUM_CHANNEL,
+    EVENT_PARAMETERS,
+    MAX_BPM,
+    PARAMETER_OFFSETS,
+    PARAMETER_SIZES,
+    STEPS_PER_BEAT,
+)
 
 
 def augment_rows(
@@ -42,13 +49,13 @@ def augment_rows(
         new_values["track"] = (values["track"] + track_shift) % PARAMETER_SIZES["track"]
         if "channel" in values:
             channel = values["channel"]
-            if channel != 9:
-                channel = (channel + channel_shift) % 16
-                if channel == 9:
-                    channel = (9 + channel_shift) % 16
+            if channel != DRUM_CHANNEL:
+                channel = (channel + channel_shift) % PARAMETER_SIZES["channel"]
+                if channel == DRUM_CHANNEL:
+                    channel = (DRUM_CHANNEL + channel_shift) % PARAMETER_SIZES["channel"]
             new_values["channel"] = channel
         if name == "note":
-            pitch = values["pitch"] + (pitch_shift if values["channel"] != 9 else 0)
+            pitch = values["pitch"] + (pitch_shift if values["channel"] != DRUM_CHANNEL else 0)
             if not 0 <= pitch < 128:
                 return rows.copy()
             new_values["pitch"] = pitch
@@ -60,7 +67,7 @@ def augment_rows(
             if values["controller"] in (1, 2, 7, 11):
                 new_values["value"] = max(1, min(127, values["value"] + cc_value_shift))
         elif name == "set_tempo":
-            new_values["bpm"] = max(1, min(383, values["bpm"] + bpm_shift))
+            new_values["bpm"] = max(1, min(MAX_BPM, values["bpm"] + bpm_shift))
         elif name == "key_signature":
             key = (sf_to_key(values["sf"] - 7) + pitch_shift) % 12
             new_values["sf"] = key_to_sf(key, values["mi"]) + 7
@@ -69,7 +76,7 @@ def augment_rows(
     # drum-only tracks get sf=0 (looked up, as in the reference, by the shifted track number)
     for i in key_signature_rows:
         on_track = track_channels.get(int(new_rows[i, 3]) - PARAMETER_OFFSETS["track"])
-        if on_track is not None and on_track == [9]:
+        if on_track is not None and on_track == [DRUM_CHANNEL]:
             new_rows[i, 4] = PARAMETER_OFFSETS["sf"] + 7
     return new_rows
 
@@ -89,7 +96,7 @@ def quality_report(
     """``(ok, reasons)``: the reference's quality filter on rows (n, 8); reasons name the failed checks."""
     total_notes = 0
     channels: list[int] = []
-    onset_steps = [0] * 16
+    onset_steps = [0] * STEPS_PER_BEAT
     note_windows: dict[int, list[int]] = {}
     sounding: list[tuple[int, int]] = []  # (last step, pitch) of notes sounding at the previous onset
     bandwidths: list[int] = []
@@ -102,13 +109,13 @@ def quality_report(
         if event is None:
             continue
         time1 += event[1]
-        t = time1 * 16 + event[2]
+        t = time1 * STEPS_PER_BEAT + event[2]
         channel = None
         if event[0] == "note":
             channel, pitch, _, duration = event[4:]
             total_notes += 1
             onset_steps[event[2]] += 1
-            if channel != 9:
+            if channel != DRUM_CHANNEL:
                 if channel not in instruments:
                     instruments[channel] = 0
                     if channel not in piano_channels:

@@ -39,7 +39,16 @@ from __future__ import annotations
 import numpy as np
 
 from .midi_reading import ScoreEvent
-from .vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, PARAMETER_SIZES
+from .vocabulary import (
+    DRUM_CHANNEL,
+    EVENT_PARAMETERS,
+    EVENT_TYPE_IDS,
+    MAX_BPM,
+    PARAMETER_OFFSETS,
+    PARAMETER_SIZES,
+    STEPS_PER_BEAT,
+    TOKENS_PER_EVENT,
+)
 
 #: Sort rank of each event type at equal (time1, time2, track).
 EVENT_ORDER: dict[str, int] = {name: i for i, name in enumerate(
@@ -49,8 +58,8 @@ _MAX_TRACKS = 128
 
 
 def tempo_to_bpm(tempo: int) -> int:
-    """Microseconds per beat -> the reference's integer bpm (truncated, at most 383)."""
-    return min(int(60 / (tempo / 10 ** 6)), 383)
+    """Microseconds per beat -> the reference's integer bpm (truncated, at most ``MAX_BPM``, 383)."""
+    return min(int(60 / (tempo / 10 ** 6)), MAX_BPM)
 
 
 def bpm_to_tempo(bpm: int) -> int:
@@ -117,10 +126,11 @@ def score_to_events(
     """
     keyed: dict[tuple, list] = {}  # collision key -> event (step 3)
     channels: list[int] = []  # channels in order of first use
-    channel_tracks: dict[int, dict[int, int]] = {c: {} for c in range(16)}  # channel -> {track: new track}
-    note_tracks: dict[int, list[int]] = {c: [] for c in range(16)}  # channel -> tracks with its notes
+    midi_channels = range(PARAMETER_SIZES["channel"])
+    channel_tracks: dict[int, dict[int, int]] = {c: {} for c in midi_channels}  # channel -> {track: new track}
+    note_tracks: dict[int, list[int]] = {c: [] for c in midi_channels}  # channel -> tracks with its notes
     first_note_track: dict[int, int] = {}  # channel -> first track whose note used it
-    has_notes = [False] * 16
+    has_notes = [False] * len(midi_channels)
     patched_channels: list[int] = []
     pitch_histogram = [0] * 12
     key_signatures: list[list] = []
@@ -134,18 +144,18 @@ def score_to_events(
         this_track_channels = track_channels.setdefault(track_index, [])
         for event in track:
             name = event[0]
-            t = round(16 * event[1] / ticks_per_beat)
-            time1, time2 = t // 16, t % 16
+            t = round(STEPS_PER_BEAT * event[1] / ticks_per_beat)
+            time1, time2 = t // STEPS_PER_BEAT, t % STEPS_PER_BEAT
             channel = -1
             if name == "note":
                 _, _, duration, channel, pitch, velocity = event
-                duration = max(1, round(16 * duration / ticks_per_beat))
+                duration = max(1, round(STEPS_PER_BEAT * duration / ticks_per_beat))
                 new = ["note", time1, time2, track_index, channel, pitch, velocity, duration]
                 has_notes[channel] = True
                 first_note_track.setdefault(channel, track_index)
                 if track_index not in note_tracks[channel]:
                     note_tracks[channel].append(track_index)
-                if channel != 9:
+                if channel != DRUM_CHANNEL:
                     pitch_histogram[pitch % 12] += 1
                 if channel not in this_track_channels:
                     this_track_channels.append(channel)
@@ -200,7 +210,7 @@ def score_to_events(
                 previous = last_note.get((channel, pitch))
                 if previous is not None:
                     previous_key, previous_note = previous
-                    shortened = t - (previous_note[1] * 16 + previous_note[2])
+                    shortened = t - (previous_note[1] * STEPS_PER_BEAT + previous_note[2])
                     previous_note[-1] = max(0, min(previous_note[-1], shortened))
                     if previous_note[-1] == 0:
                         keyed.pop(previous_key, None)
@@ -236,17 +246,17 @@ def _sort_key(event: list) -> tuple:
 def _remap_tracks_and_channels(events, channels, empty_channels, channel_tracks, note_tracks,
                                remove_empty_channels):
     """Step 5 (optimise_midi): renumber channels and tracks; returns the updated bookkeeping."""
-    channel_map = {9: 9} if 9 in channels else {}
+    channel_map = {DRUM_CHANNEL: DRUM_CHANNEL} if DRUM_CHANNEL in channels else {}
     if remove_empty_channels:  # channels without notes go last (stable)
         channels = sorted(channels, key=lambda c: c in empty_channels)
     next_channel = 0
     for channel in channels:
-        if channel == 9:
+        if channel == DRUM_CHANNEL:
             continue
         channel_map[channel] = next_channel
         next_channel += 1
-        if next_channel == 9:
-            next_channel = 10
+        if next_channel == DRUM_CHANNEL:  # skipped: other channels never land on the drum channel
+            next_channel += 1
     new_channels = list(channel_map.values())
 
     # new track numbers: first the (channel, track) pairs that keep their events, then the others
@@ -298,12 +308,12 @@ def _remap_tracks_and_channels(events, channels, empty_channels, channel_tracks,
             channel, new_track = targets[0]
             event[3] = new_track
             key_signatures.append(event)
-            if channel == 9:
+            if channel == DRUM_CHANNEL:
                 event[4] = 7
             for channel, new_track in targets[1:]:
                 copy = [*event]
                 copy[3] = new_track
-                if channel == 9:
+                if channel == DRUM_CHANNEL:
                     copy[4] = 7
                 key_signatures.append(copy)
                 added_key_signatures.append(copy)
@@ -316,7 +326,7 @@ def _remap_tracks_and_channels(events, channels, empty_channels, channel_tracks,
             if name == "patch_change" and event[4] not in patched_channels:
                 patched_channels.append(event[4])
     for event in orphan_key_signatures:
-        _remove_equal(events, event)
+        events.remove(event)  # the first event equal to it (by value)
     events += added_key_signatures
 
     track_channels: dict[int, list[int]] = {}
@@ -330,11 +340,6 @@ def _remap_tracks_and_channels(events, channels, empty_channels, channel_tracks,
     return events, new_channels, empty_channels, key_signatures, track_channels, first_note_track, patched_channels
 
 
-def _remove_equal(events: list[list], event: list) -> None:
-    """Remove the first event equal (by value) to ``event``, as ``list.remove`` does."""
-    events.remove(event)
-
-
 def _settle_key_signatures(events, key_signatures, pitch_histogram, track_channels, remapped) -> None:
     """Step 6: add detected key signatures, or fix or remove default (C major) ones."""
     if key_signatures and not all(k[4] == 7 for k in key_signatures):
@@ -342,19 +347,19 @@ def _settle_key_signatures(events, key_signatures, pitch_histogram, track_channe
     root = detect_key(pitch_histogram)
     if root is None:
         for event in key_signatures:
-            _remove_equal(events, event)
+            events.remove(event)  # the first event equal to it (by value)
         return
     sf = key_to_sf(root, 0)
     if not key_signatures:
         for track_index, on_track in track_channels.items():
             if remapped and track_index == 0:
                 continue
-            drums_only = len(on_track) == 1 and on_track[0] == 9
+            drums_only = len(on_track) == 1 and on_track[0] == DRUM_CHANNEL
             events.append(["key_signature", 0, 0, track_index, (0 if drums_only else sf) + 7, 0])
         return
     for event in key_signatures:
         on_track = track_channels.get(event[3])
-        if on_track is not None and len(on_track) == 1 and on_track[0] == 9:
+        if on_track is not None and len(on_track) == 1 and on_track[0] == DRUM_CHANNEL:
             continue
         event[4] = sf + 7
         event[5] = 0
@@ -389,7 +394,7 @@ def _slot_tables() -> tuple[np.ndarray, np.ndarray]:
 
     Unused slots have offset 0 and size 1, so their value 0 becomes PAD (0) and is in range.
     """
-    offsets = np.zeros((max(EVENT_TYPE_IDS.values()) + 1, 7), dtype=np.int64)
+    offsets = np.zeros((max(EVENT_TYPE_IDS.values()) + 1, TOKENS_PER_EVENT - 1), dtype=np.int64)
     sizes = np.ones_like(offsets)
     for name, type_id in EVENT_TYPE_IDS.items():
         for slot, parameter in enumerate(EVENT_PARAMETERS[name]):
@@ -407,9 +412,9 @@ def events_to_rows(events: list[list]) -> np.ndarray:
     A dropped row does not move the time origin: the next row's time1 counts from the last kept row.
     """
     if not events:
-        return np.zeros((0, 8), dtype=np.int64)
+        return np.zeros((0, TOKENS_PER_EVENT), dtype=np.int64)
     types = np.fromiter((EVENT_TYPE_IDS[e[0]] for e in events), dtype=np.int64, count=len(events))
-    values = np.array([e[1:] + [0] * (8 - len(e)) for e in events], dtype=np.int64)  # (n, 7)
+    values = np.array([e[1:] + [0] * (TOKENS_PER_EVENT - len(e)) for e in events], dtype=np.int64)  # (n, 7)
     sizes = _SLOT_SIZES[types]
     in_range = ((values[:, 1:] >= 0) & (values[:, 1:] < sizes[:, 1:])).all(axis=1)
     # time1 becomes a delta from the previous kept row, which must fit in [0, 128)
@@ -424,7 +429,7 @@ def events_to_rows(events: list[list]) -> np.ndarray:
             deltas[i] = delta
             last_time1 = time1
     values[:, 0] = deltas
-    rows = np.empty((int(keep.sum()), 8), dtype=np.int64)
+    rows = np.empty((int(keep.sum()), TOKENS_PER_EVENT), dtype=np.int64)
     rows[:, 0] = types[keep]
     rows[:, 1:] = values[keep] + _SLOT_OFFSETS[types[keep]]
     return rows

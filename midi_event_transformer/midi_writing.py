@@ -28,11 +28,12 @@ from .vocabulary import (
     PAD_ID,
     PARAMETER_OFFSETS,
     PARAMETER_SIZES,
+    STEPS_PER_BEAT,
     TOKENS_PER_EVENT,
 )
 
 TICKS_PER_BEAT = 480
-_TICKS_PER_STEP = TICKS_PER_BEAT // 16
+_TICKS_PER_STEP = TICKS_PER_BEAT // STEPS_PER_BEAT
 _MAX_TEMPO = 0xFFFFFF
 
 #: (sf, mi) -> mido's key name.
@@ -110,7 +111,7 @@ def rows_to_tracks(rows: np.ndarray) -> tuple[dict[int, list[list]], int]:
             continue
         name = event[0]
         time1 += event[1]
-        tick = (time1 * 16 + event[2]) * _TICKS_PER_STEP
+        tick = (time1 * STEPS_PER_BEAT + event[2]) * _TICKS_PER_STEP
         tracks.setdefault(event[3], []).append([name, tick, index, *event[4:]])
     for events in tracks.values():
         _trim_overlapping_notes(events)

@@ -619,7 +619,8 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None,
                  logits_processor: LogitsProcessorList | None = None, custom_generate: Any = None,
-                 midi_grammar: bool = True, event_loop: bool = True, **kwargs: Any) -> Any:
+                 midi_grammar: bool = True, event_loop: bool = True, decoding_options: Any = None,
+                 **kwargs: Any) -> Any:
         """``GenerationMixin.generate`` with the MIDI grammar and the event-level decoding loop on by default.
 
         Args:
@@ -627,6 +628,9 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             midi_grammar (`bool`, defaults to `True`): add [`MidiGrammarLogitsProcessor`] (unless one is given).
             event_loop (`bool`, defaults to `True`): decode with ``event_decoding.generate_events`` when the request
                 allows (greedy or sampling without dict outputs); `False` forces transformers' per-token loop.
+            decoding_options (``event_decoding.EventDecodingOptions``, *optional*): the optional mechanisms of the
+                event-level loop to use (default: all); they change its speed, not its tokens. Ignored when
+                transformers' per-token loop decodes.
             past_key_values / cache ([`MidiEventTransformerCache`], *optional*): a cache to continue from and to
                 fill (either name, on every supported transformers release). After ``generate`` it holds every
                 token of the returned sequences except the last one or few (``cache.get_seq_length()`` says how
@@ -669,6 +673,7 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             # transformers passes a callable only the arguments it declares beyond the sampling loop's
             kwargs["event_streamer"] = kwargs.pop("streamer", None)
             kwargs["keep_cache"] = user_cache
+            kwargs["decoding_options"] = decoding_options
         output = super().generate(inputs, generation_config=generation_config, logits_processor=processors,
                                   custom_generate=custom_generate, **kwargs)
         return self._complete_last_event(output)

@@ -28,6 +28,10 @@ BOS_ID = 1
 EOS_ID = 2
 TOKENS_PER_EVENT = 8
 
+#: The MIDI channel (0-based) General MIDI reserves for drums (channel 10 counted from 1); the tokenizer keeps it
+#: when it renumbers channels, augmentation neither shifts it nor transposes its notes.
+DRUM_CHANNEL = 9
+
 #: Parameters of each event type, in row order (after the event type id).
 EVENT_PARAMETERS: dict[str, tuple[str, ...]] = {
     "note": ("time1", "time2", "track", "channel", "pitch", "velocity", "duration"),
@@ -56,6 +60,11 @@ PARAMETER_SIZES: dict[str, int] = {
     "sf": 15,
     "mi": 2,
 }
+
+#: Steps of the tokenizer's time grid in one beat (the values of ``time2``): times are quantised to 1/16 beat.
+STEPS_PER_BEAT: int = PARAMETER_SIZES["time2"]
+#: The largest tempo a ``set_tempo`` row holds, in (integer) beats per minute.
+MAX_BPM: int = PARAMETER_SIZES["bpm"] - 1
 
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_PARAMETERS)
 
@@ -130,6 +139,7 @@ def tokenizer_dict(optimise_midi: bool = True) -> dict:
 
 __all__ = [
     "BOS_ID",
+    "DRUM_CHANNEL",
     "EOS_ID",
     "EVENT_PARAMETERS",
     "EVENT_TYPES",
@@ -138,9 +148,11 @@ __all__ = [
     "FIM_SPAN_ID",
     "FIM_VOCAB_SIZE",
     "ID_TO_EVENT_TYPE",
+    "MAX_BPM",
     "PAD_ID",
     "PARAMETER_OFFSETS",
     "PARAMETER_SIZES",
+    "STEPS_PER_BEAT",
     "TOKENS_PER_EVENT",
     "VOCAB_SIZE",
     "parameter_id",

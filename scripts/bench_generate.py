@@ -21,19 +21,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
-import warnings
+from pathlib import Path
 from typing import Any
 
-from midi_event_transformer.vocabulary import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
-from midi_event_transformer.vocabulary import TOKENS_PER_EVENT as K
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when this file is loaded from elsewhere
+from bench_common import (  # noqa: E402
+    SAMPLING,
+    VARIANTS,
+    EventClock,
+    cpu_model,
+    in_variant,
+    peak_rss_mb,
+    random_model,
+    run_job,
+    versions,
+)
 
-SAMPLING = {"temperature": 1.0, "top_p": 0.98, "top_k": 20}
-VARIANTS = ("fp32", "bf16", "int8")
+from midi_event_transformer.vocabulary import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE  # noqa: E402
+from midi_event_transformer.vocabulary import TOKENS_PER_EVENT as K  # noqa: E402
+
 BOUND_DEFINITION = (
     "weight_bytes_per_event_step = bytes of every Linear weight of the event level (read once per event step) "
     "+ token_steps_per_event * (bytes of every Linear weight of the token level + bytes of the full lm_head); "
@@ -46,43 +54,6 @@ BOUND_DEFINITION = (
     "read_bandwidth: bytes read per second by dst.copy_(src) of a large float32 tensor (the copy also writes as "
     "many bytes), best of a few repetitions, at the benchmark's thread count; a pure read stream, as a "
     "matrix-vector product's weight reads, may run faster, so a share above 1.0 is possible.")
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _quantize_int8(model):
-    """``quantize_dynamic`` of every Linear layer, in place (the recipe applied to both implementations)."""
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=(DeprecationWarning, FutureWarning, UserWarning))
-        return quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-
-
-def _in_variant(model, variant: str):
-    import torch
-
-    if variant == "bf16":
-        return model.to(torch.bfloat16)
-    if variant == "int8":
-        return _quantize_int8(model)
-    if variant != "fp32":
-        raise ValueError(f"unknown variant {variant!r}: use one of {', '.join(VARIANTS)}")
-    return model
-
-
-def _our_model(config_name: str, variant: str):
-    import torch
-
-    from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
-    from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
-
-    torch.manual_seed(0)
-    model = MidiEventTransformerForCausalLM(MidiEventTransformerConfig.from_name(config_name)).eval()
-    return model.quantize_dynamic_int8() if variant == "int8" else _in_variant(model, variant)
 
 
 def _linear_weight_bytes(module) -> int:
@@ -115,33 +86,15 @@ def _weight_reads(model, events) -> dict[str, Any]:
             "weight_bytes_per_event_step": round(event_level + token_steps * (token_level + lm_head))}
 
 
-class _EventClock:
-    """Streamer recording the time each event is finished (every 8 generated tokens)."""
-
-    def __init__(self) -> None:
-        self.tokens, self.times, self.prompt_seen = 0, [], False
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        self.tokens += 1
-        if self.tokens % K == 0:
-            self.times.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
-
-
 def run_ours(config_name: str, batch: int, events: int, variant: str, per_event_windows: bool) -> dict[str, Any]:
     import torch
 
-    model = _our_model(config_name, variant)
+    model = random_model(config_name, variant)
     prompt = torch.zeros(batch, K, dtype=torch.long)
     prompt[:, 0] = BOS_ID
     kwargs = {"do_sample": True, "suppress_tokens": [EOS_ID], **SAMPLING}
     model.generate(prompt, max_new_tokens=8 * K, **kwargs)  # warm-up
-    clock = _EventClock()
+    clock = EventClock()
     start = time.perf_counter()
     out = model.generate(prompt, max_new_tokens=events * K, streamer=clock, **kwargs)
     seconds = time.perf_counter() - start
@@ -161,7 +114,7 @@ def run_ours(config_name: str, batch: int, events: int, variant: str, per_event_
 def _logit_difference(config_name: str, model) -> float:
     import torch
 
-    reference = _our_model(config_name, "fp32")
+    reference = random_model(config_name, "fp32")
     ids = torch.randint(3, VOCAB_SIZE, (1, 64 * K), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = reference(ids, use_cache=False).logits.float()
@@ -179,8 +132,8 @@ def run_reference(reference_dir: str, config_name: str, batch: int, events: int,
     else:
         config = midi_model.MIDIModelConfig.from_name(config_name)
     model = midi_model.MIDIModel(config).eval()
-    model.load_state_dict(_our_model(config_name, "fp32").state_dict())  # same names, same random weights
-    model = _in_variant(model, variant)
+    model.load_state_dict(random_model(config_name, "fp32").state_dict())  # same names, same random weights
+    model = in_variant(model, variant)
     forward_token = model.forward_token
 
     def forward_token_without_eos(*args, **kwargs):
@@ -235,53 +188,8 @@ def _job(spec: dict[str, Any]) -> dict[str, Any]:
         result = run_reference(spec["reference_dir"], spec["config"], spec["batch"], spec["events"], spec["variant"])
     else:
         result = run_ours(spec["config"], spec["batch"], spec["events"], spec["variant"], spec.get("windows", False))
-    result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
-
-
-def cpu_model() -> str:
-    """The "model name" of /proc/cpuinfo, else ``platform.processor()``."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _git_commit(directory: str) -> dict[str, Any] | None:
-    """HEAD of the git checkout holding ``directory`` and whether tracked files differ from it; None if not one."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", directory, *args], capture_output=True, text=True, check=True).stdout
-
-    try:
-        return {"commit": git("rev-parse", "HEAD").strip(),
-                "local_changes": bool(git("status", "--porcelain", "--untracked-files=no").strip())}
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def _versions(reference_dir: str | None) -> dict[str, Any]:
-    import numpy
-    import peft
-    import torch
-    import transformers
-
-    import midi_event_transformer
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "transformers": transformers.__version__, "numpy": numpy.__version__, "peft": peft.__version__,
-                "midi_event_transformer": midi_event_transformer.__version__,
-                "midi_event_transformer_git": _git_commit(os.path.dirname(os.path.abspath(__file__))),
-                "platform": platform.platform(), "cpu_count": os.cpu_count()}
-    if reference_dir:
-        reference = {"path": os.path.abspath(reference_dir)}
-        if os.path.exists(os.path.join(reference_dir, ".git")):
-            reference["git"] = _git_commit(reference_dir)
-        versions["reference"] = reference
-    return versions
 
 
 def _median_entry(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -293,16 +201,6 @@ def _median_entry(entries: list[dict[str, Any]]) -> dict[str, Any]:
     if len(entries) > 1:
         entry["events_per_s_rounds"] = [e.get("events_per_s") for e in entries]
     return entry
-
-
-def run_job(script: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """``python script --job SPEC`` in a subprocess (a clean process per measurement): the JSON its last stdout
-    line holds, or ``{"error": its last stderr line}``."""
-    done = subprocess.run([sys.executable, os.path.abspath(script), "--job", json.dumps(spec)],
-                          capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-    if done.returncode:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -401,7 +299,7 @@ def main() -> None:
     print(_summary(machine, results, ratios), file=sys.stderr)
     print(json.dumps({"settings": {"threads": args.threads, "rounds": args.rounds, "sampling": SAMPLING, "eos": "banned",
                                    "weights": "random (seed 0), the same for both implementations"},
-                      "machine": machine, "versions": _versions(args.reference_dir),
+                      "machine": machine, "versions": versions(args.reference_dir),
                       "bound_definition": BOUND_DEFINITION, "runs": results,
                       "speedup_vs_reference": ratios, "speedup_definition": "ours / reference, same config, batch "
                                                                             "and weight dtype"}, indent=2))

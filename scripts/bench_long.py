@@ -17,31 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from bench_generate import (  # scripts/ is on sys.path when a script runs
-    _EventClock,
-    _versions,
-    cpu_model,
-    run_job,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when this file is loaded from elsewhere
+from bench_common import EventClock, cpu_model, peak_rss_mb, random_model, run_job, versions  # noqa: E402
 
-K = 8
+#: Sampling as ``generate_midi``'s defaults.
+SAMPLING = {"temperature": 1.0, "top_p": 0.94, "top_k": 20}
 
 
 def _load(spec: dict[str, Any]):
-    import torch
-
-    from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
     from midi_event_transformer.generation.loading import load_model_and_tokenizer
-    from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 
     if spec["config"]:
-        torch.manual_seed(0)
-        return MidiEventTransformerForCausalLM(MidiEventTransformerConfig.from_name(spec["config"])).eval()
+        return random_model(spec["config"])
     model, _ = load_model_and_tokenizer(spec["model"], device="cpu", dtype=spec["dtype"])
     return model
 
@@ -57,11 +49,11 @@ def _job(spec: dict[str, Any]) -> dict[str, Any]:
     model = _load(spec)
     context = spec["context_events"] or default_context_events(model)
     prompt = build_prompt(instruments=["Acoustic Grand Piano"], bpm=120)
-    kwargs = dict(do_sample=True, temperature=1.0, top_p=0.94, top_k=20, suppress_tokens=[EOS_ID],
-                  pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID)
+    kwargs = dict(do_sample=True, **SAMPLING, suppress_tokens=[EOS_ID], pad_token_id=PAD_ID, bos_token_id=BOS_ID,
+                  eos_token_id=EOS_ID)
     generate_in_windows(model, [prompt], max_events=16, context_events=context, **kwargs)  # warm-up
     torch.manual_seed(0)
-    clock = _EventClock()
+    clock = EventClock()
     start = time.perf_counter()
     (rows,) = generate_in_windows(model, [prompt], max_events=spec["events"], context_events=context,
                                   streamer=clock, **kwargs)
@@ -74,7 +66,7 @@ def _job(spec: dict[str, Any]) -> dict[str, Any]:
             "events_per_s": round((len(rows) - len(prompt)) / seconds, 1),
             "ms_per_event_first_10pct": round(1e3 * first, 3), "ms_per_event_last_10pct": round(1e3 * last, 3),
             "last_over_first": round(last / first, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def main() -> None:
@@ -99,8 +91,8 @@ def main() -> None:
         runs.append(entry)
     model = args.config and f"random weights, {args.config}" or args.model or "embedded (DEFAULT_MODEL)"
     print(json.dumps({"settings": {"model": model, "dtype": args.dtype, "threads": args.threads, "eos": "banned",
-                                   "sampling": {"temperature": 1.0, "top_p": 0.94, "top_k": 20}},
-                      "versions": {**_versions(None), "cpu": cpu_model()}, "runs": runs}, indent=2))
+                                   "sampling": SAMPLING},
+                      "versions": {**versions(), "cpu": cpu_model()}, "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

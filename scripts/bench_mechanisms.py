@@ -2,12 +2,12 @@
 """A/B of each mechanism of the event-level decoding loop, in one process, in back-to-back pairs.
 
 For every (config, batch, dtype) the loop runs as shipped ("all") and with one mechanism switched off at a time
-(the switch replaces that part of ``event_decoding`` by the plain operation it stands for, in this process
-only); ``event_loop=False`` (transformers' per-token loop) is measured beside them. Each variant runs in
+(``model.generate(..., decoding_options=EventDecodingOptions(<mechanism>=False))``: the loop then does the plain
+operation it stands for); ``event_loop=False`` (transformers' per-token loop) is measured beside them. Each variant runs in
 back-to-back pairs with "all" (order alternating), so the machine's drift, which moves a 1-second run by tens
 of percent here, cancels in each pair's ratio: ``gain`` = median over the pairs of events/s of "all" / events/s
 without the mechanism (> 1: the mechanism pays), with its quartiles. Random
-weights, EOS banned, the reference app's sampling (as ``bench_generate.py``). Greedy output of every variant
+weights, EOS banned, the reference app's sampling (``bench_common.SAMPLING``, as ``bench_generate.py``). Greedy output of every variant
 is checked against "all" on a short run (``greedy_equal``). Prints one JSON document; a table to stderr.
 
     python scripts/bench_mechanisms.py --configs small tv2o-medium --batches 1 4 > mechanisms.json
@@ -16,25 +16,24 @@ is checked against "all" on a short run (``greedy_equal``). Prints one JSON docu
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import SAMPLING, _our_model, _versions, cpu_model  # noqa: E402
+from bench_common import SAMPLING, cpu_model, random_model, versions  # noqa: E402
 
-from midi_event_transformer import event_decoding  # noqa: E402
+from midi_event_transformer.event_decoding import EventDecodingOptions  # noqa: E402
 from midi_event_transformer.vocabulary import BOS_ID, EOS_ID  # noqa: E402
 from midi_event_transformer.vocabulary import TOKENS_PER_EVENT as K  # noqa: E402
 
-#: What each switch turns off (the loop without it does the plain thing named here).
+#: What the loop does with each mechanism switched off (each is a field of ``EventDecodingOptions``).
 MECHANISMS = {
     "skip_forced_pads": "run the token step for the pad slots after an event's parameters too",
     "grammar_span_scoring": "score the whole vocabulary (full lm_head, processors on (B, V))",
@@ -43,43 +42,7 @@ MECHANISMS = {
     "fused_rms_norm": "the norm module's own forward instead of torch.rms_norm",
     "inference_mode": "torch.no_grad instead of torch.inference_mode around the loop",
 }
-
-
-@contextlib.contextmanager
-def switched_off(mechanism: str | None) -> Iterator[None]:
-    """``event_decoding`` with ``mechanism`` replaced by its plain counterpart (None: as shipped)."""
-    undo = []
-
-    def patch(owner: Any, name: str, value: Any) -> None:
-        undo.append((owner, name, getattr(owner, name)))
-        setattr(owner, name, value)
-
-    if mechanism == "skip_forced_pads":
-        patch(event_decoding, "_parameter_limit", lambda grammar, starts, live, k: k - 1)
-    elif mechanism in ("grammar_span_scoring", "fused_top_k_top_p"):
-        original_init = event_decoding._Scorer.__init__
-
-        def init(self, model, processors):
-            original_init(self, model, processors)
-            self.sampler, self.processors = None, list(processors)
-            if mechanism == "grammar_span_scoring":
-                self.compact = False
-        patch(event_decoding._Scorer, "__init__", init)
-    elif mechanism == "token_input_lookup":
-        def token_step_on_ids(self, ids, row):
-            return self.token_step(self.token_embed(torch.tensor(ids, device=self.device)[:, None]), row)
-        patch(event_decoding._LeanModel, "token_step_on_ids", token_step_on_ids)
-    elif mechanism == "fused_rms_norm":
-        patch(event_decoding, "_bound_norm", lambda norm, dtype: norm)
-    elif mechanism == "inference_mode":
-        patch(torch, "inference_mode", torch.no_grad)
-    elif mechanism is not None:
-        raise ValueError(f"unknown mechanism {mechanism!r}")
-    try:
-        yield
-    finally:
-        for owner, name, value in reversed(undo):
-            setattr(owner, name, value)
+assert MECHANISMS.keys() == {field.name for field in dataclasses.fields(EventDecodingOptions)}
 
 
 def _prompt(batch: int) -> torch.Tensor:
@@ -93,18 +56,19 @@ def _run(model, variant: str, batch: int, events: int, greedy: bool = False) -> 
     kwargs.update({"do_sample": False} if greedy else {"do_sample": True, **SAMPLING})
     if variant == "per_token_loop":
         kwargs["event_loop"] = False
+    elif variant != "all":
+        kwargs["decoding_options"] = EventDecodingOptions(**{variant: False})
     torch.manual_seed(0)
-    with switched_off(None if variant in ("all", "per_token_loop") else variant):
-        start = time.perf_counter()
-        out = model.generate(_prompt(batch), max_new_tokens=events * K, **kwargs)
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    out = model.generate(_prompt(batch), max_new_tokens=events * K, **kwargs)
+    seconds = time.perf_counter() - start
     return batch * ((out.shape[1] - K) // K) / seconds, out
 
 
 def measure(config: str, batch: int, dtype: str, events: int, pairs: int, variants: list[str]) -> dict[str, Any]:
     """Each variant against "all" in ``pairs`` back-to-back pairs (order alternating): the machine's drift
     between pairs cancels in each pair's ratio; the median ratio is the gain."""
-    model = _our_model(config, dtype)
+    model = random_model(config, dtype)
     greedy_reference = _run(model, "all", batch, 16, greedy=True)[1]
     greedy_equal = {v: bool(torch.equal(_run(model, v, batch, 16, greedy=True)[1], greedy_reference))
                     for v in variants}
@@ -151,7 +115,7 @@ def main() -> None:
                 entry = measure(config, batch, dtype, args.events.get(config, 64), args.pairs, variants)
                 results.append(entry)
                 print(json.dumps(entry), file=sys.stderr, flush=True)
-    machine = {"cpu_model": cpu_model(), "threads": args.threads, "versions": _versions(None)}
+    machine = {"cpu_model": cpu_model(), "threads": args.threads, "versions": versions()}
     print(json.dumps({"machine": machine, "mechanisms": MECHANISMS, "results": results}, indent=1))
     print(f"CPU: {machine['cpu_model']} ({args.threads} threads); gain = all / without (> 1: it pays)",
           file=sys.stderr)

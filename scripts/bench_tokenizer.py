@@ -15,13 +15,14 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from importlib.metadata import version
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when this file is loaded from elsewhere
+from bench_common import versions  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,16 +36,6 @@ def _encode_files(paths: list[str]) -> tuple[int, int]:
     for path in paths:
         events += len(tokenizer.encode_midi(path)) - 2
     return len(paths), events
-
-
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("midi-event-transformer", "mido", "numpy", "transformers", "torch"):
-        try:
-            found[package] = version(package)
-        except Exception:  # noqa: BLE001 - a missing package is just not reported
-            pass
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         result["decode_events_per_s"] = round(sum(len(e) for e in encoded) / decode_seconds)
 
     result["cpu_count"] = os.cpu_count()
-    result["versions"] = _versions()
+    result["versions"] = versions()
     print(json.dumps(result, indent=2))
     return 0
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,17 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when this file is loaded from elsewhere
+from bench_common import versions  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-
-
-def _versions() -> dict[str, Any]:
-    import accelerate
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "numpy": np.__version__, "platform": platform.platform(),
-            "cpu_count": os.cpu_count()}
 
 
 def load_batches(count: int, batch: int, events: int, seed: int = 0) -> list[torch.Tensor]:
@@ -219,7 +212,7 @@ def main() -> None:
     report = {"settings": {"config": args.config, "batch": args.batch, "events": args.events,
                            "threads": args.threads, "rounds": args.rounds, "optimizer": "AdamW lr 2e-4",
                            "data": "POP909 windows (our tokenizer)"},
-              "versions": _versions(), "runs": runs, "speedup_vs_reference_fp32": ratios}
+              "versions": versions(args.reference_dir), "runs": runs, "speedup_vs_reference_fp32": ratios}
     if args.curve_steps:
         report["loss_curves"] = loss_curves(initial, args)
     print(json.dumps(report, indent=2))

@@ -49,7 +49,7 @@ from midi_event_transformer.midi_reading import find_midi_files
 from midi_event_transformer.training.data import is_validation_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import cpu_model  # noqa: E402
+from bench_common import cpu_model  # noqa: E402
 
 logger = logging.getLogger("build_default_model")
 

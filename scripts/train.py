@@ -43,7 +43,7 @@ from midi_event_transformer.training.data import (
     split_by_file,
     tokenize_midi_dataset,
 )
-from midi_event_transformer.training.lora import DEFAULT_LORA_TARGET_MODULES, add_lora_adapter
+from midi_event_transformer.training.lora import LORA_TARGET_MODULES, add_lora
 from midi_event_transformer.vocabulary import PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger("train")
@@ -114,7 +114,7 @@ class LoraArguments:
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGET_MODULES))
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGET_MODULES))
 
 
 class TrainingProgress:
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
                     for name in splits["validation"]["name"]))
     train_set = MidiWindowDataset(splits["train"], data_args.max_events, tokenizer=tokenizer,
                                   augment=data_args.augment, seed=train_args.seed)
-    val_rows = [r.reshape(-1, 8) for r in splits["validation"].with_format("numpy")["input_ids"]]
+    val_rows = [r.reshape(-1, TOKENS_PER_EVENT) for r in splits["validation"].with_format("numpy")["input_ids"]]
     loader = DataLoader(train_set, batch_size=train_args.batch_size, shuffle=True, drop_last=True,
                         collate_fn=DataCollatorForMidiEvents())
     if len(loader) == 0:
@@ -348,8 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     # ---- model and optimisation
     model = build_model(model_args, attention)
     if lora_args.lora:
-        model = add_lora_adapter(model, rank=lora_args.lora_rank, alpha=lora_args.lora_alpha,
-                                 dropout=lora_args.lora_dropout, target_modules=lora_args.lora_target_modules)
+        model = add_lora(model, r=lora_args.lora_rank, lora_alpha=lora_args.lora_alpha,
+                         lora_dropout=lora_args.lora_dropout, target_modules=lora_args.lora_target_modules)
     model.train()
     optimizer = torch.optim.AdamW(optimizer_groups(model, train_args.weight_decay), lr=train_args.learning_rate,
                                   betas=(0.9, 0.99), eps=1e-8)

@@ -68,6 +68,9 @@ def test_round_trip(tmp_path):
     ({"eos_token_id": 5000}, "eos_token_id"),
     ({"tie_word_embeddings": True}, "tie_word_embeddings"),
     ({"event_config": {"hidden_act": "tanh"}}, "hidden_act"),
+    ({"tokens_per_event": 4}, r"tokens_per_event must be 8.*got 4"),
+    ({"tokens_per_event": 16}, r"tokens_per_event must be 8.*got 16"),
+    ({"tokens_per_event": 8.0}, r"tokens_per_event must be 8.*got 8\.0"),
 ])
 def test_validation_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -16,8 +16,6 @@ from safetensors.torch import load_file, save_file
 from midi_event_transformer.hub.conversion import convert_skytnt_checkpoint, convert_skytnt_lora
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def reference(shared_dir) -> Path:
@@ -127,11 +125,12 @@ def test_missing_files(reference, tmp_path):
 
 
 def test_cli(reference, tmp_path):
-    script = REPO_ROOT / "scripts" / "convert_skytnt_checkpoint.py"
-    done = subprocess.run([sys.executable, str(script), str(reference / "model"), str(tmp_path / "cli")],
+    """``midi-event-transformer convert`` in a process of its own (tests/test_cli_generate.py runs it in-process)."""
+    command = [sys.executable, "-m", "midi_event_transformer.apps.cli", "convert"]
+    done = subprocess.run([*command, str(reference / "model"), str(tmp_path / "cli")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "cli" / "model.safetensors").is_file()
-    failed = subprocess.run([sys.executable, str(script), str(tmp_path), str(tmp_path / "none")],
+    failed = subprocess.run([*command, str(tmp_path), str(tmp_path / "none")],
                             capture_output=True, text=True, timeout=300)
-    assert failed.returncode == 1 and "error:" in failed.stderr
+    assert failed.returncode == 2 and "error:" in failed.stderr

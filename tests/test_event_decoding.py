@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
+
 import pytest
 import torch
 from generation_helpers import random_model, tiny_config
-from transformers import LogitsProcessor, StoppingCriteria
+from transformers import LogitsProcessor, StoppingCriteria, TopKLogitsWarper
 from transformers.generation.streamers import BaseStreamer
 
+from midi_event_transformer.event_decoding import EventDecodingOptions
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 from midi_event_transformer.vocabulary import (
     BOS_ID,
@@ -322,22 +326,73 @@ def test_event_loop_runs_bfloat16_and_int8_models(variant):
 
 
 def test_each_mechanism_of_the_loop_keeps_the_greedy_output(model):
-    """Every mechanism ``scripts/bench_mechanisms.py`` switches off for its A/B leaves greedy output unchanged
-    (they change only how fast the same tokens come), in a batch of 2."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    try:
-        from bench_mechanisms import MECHANISMS, switched_off
-    finally:
-        sys.path.pop(0)
+    """Every mechanism ``EventDecodingOptions`` switches off (``scripts/bench_mechanisms.py`` measures each so) leaves
+    greedy output unchanged (they change only how fast the same tokens come), in a batch of 2; so does all off."""
     expected = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False)
-    for mechanism in MECHANISMS:
-        with switched_off(mechanism):
-            assert torch.equal(model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False), expected), \
-                mechanism
+    mechanisms = [field.name for field in dataclasses.fields(EventDecodingOptions)]
+    for switches in [{name: False} for name in mechanisms] + [dict.fromkeys(mechanisms, False)]:
+        greedy = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=False,
+                                decoding_options=EventDecodingOptions(**switches))
+        assert torch.equal(greedy, expected), switches
     torch.manual_seed(0)  # sampling through the token steps of pad slots and the plain warpers: still grammatical
-    with switched_off("skip_forced_pads"), switched_off("fused_top_k_top_p"):
-        sampled = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=True, top_k=20, top_p=0.9)
+    sampled = model.generate(bos_prompt(2), max_new_tokens=10 * K, do_sample=True, top_k=20, top_p=0.9,
+                             decoding_options=EventDecodingOptions(skip_forced_pads=False, fused_top_k_top_p=False))
     assert assert_grammatical(sampled[:, K:]) > 0
+
+
+def test_each_decoding_option_takes_its_mechanism_out(model, monkeypatch):
+    """With one option off, the loop does the plain thing instead: a probe per mechanism counts what it saves."""
+    counts: Counter[str] = Counter()
+
+    def counter(name: str):
+        return lambda *args: counts.update([name])
+
+    hooks = [model.net_token.layers[0].mlp.down_proj.register_forward_hook(counter("token steps")),
+             model.lm_head.register_forward_hook(counter("full lm_head products")),
+             model.net_token.embed_tokens.register_forward_hook(counter("token embeddings")),
+             model.net.norm.register_forward_hook(counter("norm module calls"))]
+    top_k = TopKLogitsWarper.__call__
+    monkeypatch.setattr(TopKLogitsWarper, "__call__",
+                        lambda self, ids, scores: counts.update(["top-k warper calls"]) or top_k(self, ids, scores))
+
+    class InferenceModeProbe(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            counts.update([] if torch.is_inference_mode_enabled() else ["scores outside inference mode"])
+            return scores
+
+        def compact_call(self, input_ids, scores, offset):
+            return self(input_ids, scores)
+
+    def run(**switches) -> Counter[str]:
+        counts.clear()
+        torch.manual_seed(0)
+        # batch 1, EOS banned: 10 row-1 token steps on at most 6 event types, so some (id, row) pairs repeat
+        model.generate(bos_prompt(1), max_new_tokens=10 * K, do_sample=True, top_k=20, top_p=0.9,
+                       suppress_tokens=[EOS_ID], logits_processor=[InferenceModeProbe()],
+                       decoding_options=EventDecodingOptions(**switches))
+        return Counter(counts)
+
+    probes = {"skip_forced_pads": "token steps", "grammar_span_scoring": "full lm_head products",
+              "fused_top_k_top_p": "top-k warper calls", "token_input_lookup": "token embeddings",
+              "fused_rms_norm": "norm module calls", "inference_mode": "scores outside inference mode"}
+    assert set(probes) == {field.name for field in dataclasses.fields(EventDecodingOptions)}
+    try:
+        shipped = run()
+        for mechanism, probe in probes.items():
+            assert run(**{mechanism: False})[probe] > shipped[probe], (mechanism, probe)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_decoding_options_are_frozen_and_checked(model):
+    options = EventDecodingOptions()
+    assert all(getattr(options, field.name) is True for field in dataclasses.fields(options))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.inference_mode = False
+    with pytest.raises(TypeError, match="EventDecodingOptions"):
+        model.generate(bos_prompt(), max_new_tokens=K, decoding_options={"inference_mode": False})
+    # the per-token loop has none of these mechanisms: it ignores them
+    expected = model.generate(bos_prompt(), max_new_tokens=4 * K, do_sample=False, event_loop=False)
+    assert torch.equal(model.generate(bos_prompt(), max_new_tokens=4 * K, do_sample=False, event_loop=False,
+                                      decoding_options=EventDecodingOptions(inference_mode=False)), expected)

@@ -73,3 +73,17 @@ def test_errors():
         MidiGrammarLogitsProcessor(vocab_size=100)
     with pytest.raises(ValueError, match="columns"):
         MidiGrammarLogitsProcessor()(torch.tensor([BOS_ROW]), torch.zeros(1, 10))
+
+
+def test_to_moves_the_tables_and_returns_the_grammar():
+    grammar = MidiGrammarLogitsProcessor()
+    assert grammar.to("cpu") is grammar and grammar.allowed.device.type == "cpu"
+    assert grammar.to(torch.device("meta")) is grammar  # a device every machine has
+    assert grammar.allowed.device.type == grammar.type_index.device.type == grammar.state_lo.device.type == "meta"
+
+
+def test_parameter_counts_are_plain_python():
+    """The decoding loop reads the parameter count of each event type at every event start: plain ints, no tensor."""
+    counts = MidiGrammarLogitsProcessor().parameter_count_of
+    assert counts == {EVENT_TYPE_IDS[name]: len(parameters) for name, parameters in EVENT_PARAMETERS.items()}
+    assert all(type(count) is int for count in counts.values())

@@ -17,9 +17,8 @@ from midi_event_transformer.configuration_midi_event_transformer import MidiEven
 from midi_event_transformer.modeling_midi_event_transformer import MidiEventTransformerForCausalLM
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.training.lora import (
-    DEFAULT_LORA_TARGET_MODULES,
+    LORA_TARGET_MODULES,
     add_lora,
-    add_lora_adapter,
     default_lora_config,
     load_adapter,
 )
@@ -61,7 +60,7 @@ def train_steps(model, steps: int = 2, lr: float = 1e-2) -> None:
 @pytest.fixture(scope="module")
 def trained_adapter(tmp_path_factory):
     """A LoRA model after a few optimizer steps, its weights before and after, and its saved adapter."""
-    model = add_lora_adapter(base_model(), rank=4, alpha=8)
+    model = add_lora(base_model(), r=4, lora_alpha=8)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train_steps(model)
     directory = tmp_path_factory.mktemp("adapter")
@@ -74,10 +73,10 @@ def test_default_targets_are_all_projections_of_both_transformers():
     adapted = {name.split(".lora_A.")[0] for name, _ in model.named_parameters() if "lora_A" in name}
     for level, layers in (("net", 2), ("net_token", 2)):
         for layer in range(layers):
-            for module in DEFAULT_LORA_TARGET_MODULES:
+            for module in LORA_TARGET_MODULES:
                 group = "self_attn" if module.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp"
                 assert any(n.endswith(f"{level}.layers.{layer}.{group}.{module}") for n in adapted), (level, module)
-    assert len(adapted) == 4 * len(DEFAULT_LORA_TARGET_MODULES)
+    assert len(adapted) == 4 * len(LORA_TARGET_MODULES)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
     with pytest.raises(ValueError, match="rank"):

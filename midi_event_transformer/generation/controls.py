@@ -29,6 +29,7 @@ import torch
 from transformers import LogitsProcessor
 
 from ..vocabulary import (
+    DRUM_CHANNEL,
     EVENT_PARAMETERS,
     EVENT_TYPE_IDS,
     PARAMETER_OFFSETS,
@@ -36,7 +37,6 @@ from ..vocabulary import (
     TOKENS_PER_EVENT,
     VOCAB_SIZE,
 )
-from .general_midi import DRUM_CHANNEL
 
 
 def _int_set(values: Iterable[int], what: str, size: int) -> list[int]:

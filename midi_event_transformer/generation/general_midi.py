@@ -21,6 +21,8 @@ import difflib
 import re
 import unicodedata
 
+from ..vocabulary import DRUM_CHANNEL  # re-exported: the channel the drum kits play on
+
 #: The 128 General MIDI (level 1) instrument names, indexed by 0-based program number.
 INSTRUMENT_NAMES: tuple[str, ...] = (
     "Acoustic Grand Piano", "Bright Acoustic Piano", "Electric Grand Piano", "Honky-tonk Piano",
@@ -64,10 +66,6 @@ DRUM_KITS: dict[int, str] = {
 }
 #: Other accepted drum kit spellings ("Blush" is the reference app's spelling of Brush).
 DRUM_KIT_ALIASES: dict[str, int] = {"Blush": 40, "808": 25, "Analog": 25, "Orchestral": 48}
-
-#: The MIDI channel (0-based) General MIDI reserves for drums.
-DRUM_CHANNEL = 9
-
 
 def _normalise(name: str) -> str:
     """Lower case, without spaces or punctuation ("Acoustic Guitar (nylon)" -> "acousticguitarnylon")."""

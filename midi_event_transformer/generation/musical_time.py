@@ -33,13 +33,11 @@ from ..vocabulary import (
     FIM_MIDDLE_ID,
     FIM_SPAN_ID,
     PARAMETER_OFFSETS,
-    PARAMETER_SIZES,
+    STEPS_PER_BEAT,
 )
 from .note_list import DEFAULT_TEMPO
 from .sliding_window import WindowedEventReader
 
-#: Steps of the tokenizer's time grid in one beat (the values of ``time2``).
-STEPS_PER_BEAT = PARAMETER_SIZES["time2"]
 _TIME1, _TIME2 = PARAMETER_OFFSETS["time1"], PARAMETER_OFFSETS["time2"]
 _TEMPO_ID, _SIGNATURE_ID, _NOTE_ID = (EVENT_TYPE_IDS[name] for name in ("set_tempo", "time_signature", "note"))
 _BPM_SLOT = 1 + EVENT_PARAMETERS["set_tempo"].index("bpm")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import mido
 
 from ..errors import InvalidMidiError
+from ..vocabulary import DRUM_CHANNEL, PARAMETER_SIZES
 
-DRUM_CHANNEL = 9
 DEFAULT_TEMPO = 500_000  # microseconds per beat (120 bpm)
 
 
@@ -123,7 +123,7 @@ def read_notes(midi: mido.MidiFile | str | os.PathLike) -> NoteList:
     for track_index, track in enumerate(midi.tracks):
         tick = 0
         name = ""
-        programs = [0] * 16
+        programs = [0] * PARAMETER_SIZES["channel"]  # one per MIDI channel
         sounding: dict[tuple[int, int], deque[tuple[int, int, int]]] = defaultdict(deque)
         for message in track:
             tick += message.time

@@ -25,9 +25,11 @@ from transformers import LogitsProcessor
 
 from ..vocabulary import (
     BOS_ID,
+    DRUM_CHANNEL,
     EOS_ID,
     EVENT_PARAMETERS,
     EVENT_TYPE_IDS,
+    MAX_BPM,
     PAD_ID,
     PARAMETER_SIZES,
     TOKENS_PER_EVENT,
@@ -39,7 +41,6 @@ from .controls import (
     RestrictChannelsLogitsProcessor,
 )
 from .general_midi import (
-    DRUM_CHANNEL,
     drum_kit_program,
     parse_instruments,
     parse_key_signature,
@@ -47,8 +48,7 @@ from .general_midi import (
 )
 
 #: Channels given to instruments, in order: 0..8 then 10..15 (9 is the drum channel).
-MELODIC_CHANNELS: tuple[int, ...] = tuple(c for c in range(16) if c != DRUM_CHANNEL)
-MAX_BPM = PARAMETER_SIZES["bpm"] - 1
+MELODIC_CHANNELS: tuple[int, ...] = tuple(c for c in range(PARAMETER_SIZES["channel"]) if c != DRUM_CHANNEL)
 
 
 def event_row(event_type: str, **values: int) -> np.ndarray:

@@ -47,15 +47,17 @@ from transformers import LogitsProcessor, StoppingCriteria
 
 from ..vocabulary import (
     BOS_ID,
+    DRUM_CHANNEL,
     EOS_ID,
     EVENT_PARAMETERS,
     EVENT_TYPE_IDS,
     PARAMETER_OFFSETS,
     PARAMETER_SIZES,
+    STEPS_PER_BEAT,
     TOKENS_PER_EVENT,
 )
-from .general_midi import DRUM_CHANNEL, drum_kit_program, instrument_program
-from .musical_time import STEPS_PER_BEAT, TimeLimit, cut_at_time_limit, event_step
+from .general_midi import drum_kit_program, instrument_program
+from .musical_time import TimeLimit, cut_at_time_limit, event_step
 from .prompts import MELODIC_CHANNELS, event_row
 from .sliding_window import WindowedEventReader
 

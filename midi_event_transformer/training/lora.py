@@ -17,7 +17,6 @@ from typing import Any
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-DEFAULT_LORA_TARGET_MODULES = LORA_TARGET_MODULES
 
 
 def default_lora_config(r: int = 64, lora_alpha: int = 128, lora_dropout: float = 0.0,
@@ -47,13 +46,6 @@ def add_lora(model: Any, config: LoraConfig | None = None, **kwargs: Any) -> Pef
     return get_peft_model(model, config if config is not None else default_lora_config(**kwargs))
 
 
-def add_lora_adapter(model: Any, rank: int = 8, alpha: int = 16, dropout: float = 0.0,
-                     target_modules: list[str] | tuple[str, ...] | None = None) -> PeftModel:
-    """``add_lora`` with the training script's argument names (rank, alpha, dropout, target_modules)."""
-    return add_lora(model, default_lora_config(r=rank, lora_alpha=alpha, lora_dropout=dropout,
-                                               target_modules=target_modules))
-
-
 def load_adapter(base_model: Any, adapter_dir: str | os.PathLike, *, merge: bool = False,
                  is_trainable: bool = False) -> Any:
     """Load a saved adapter (``adapter_config.json`` + ``adapter_model.safetensors``) onto ``base_model``.
@@ -73,4 +65,4 @@ def load_adapter(base_model: Any, adapter_dir: str | os.PathLike, *, merge: bool
     return model.merge_and_unload() if merge else model
 
 
-__all__ = ["DEFAULT_LORA_TARGET_MODULES", "LORA_TARGET_MODULES", "add_lora", "add_lora_adapter", "default_lora_config", "load_adapter"]
+__all__ = ["LORA_TARGET_MODULES", "add_lora", "default_lora_config", "load_adapter"]

@@ -14,6 +14,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..errors import InvalidMidiError, error_line
 
@@ -140,7 +141,7 @@ def _option_flag(option: dataclasses.Field) -> str:
 
 
 def _add_option_flags(parser: argparse.ArgumentParser, classes: Iterable[type],
-                      groups: dict[str, argparse._ArgumentGroup] | None = None) -> None:
+                      groups: dict[str, Any] | None = None) -> None:
     """A flag for each option field of ``classes`` (its name, help, type and default read from the field), in the
     argument group of its ``cli_group`` when ``groups`` has it, else in ``parser`` itself."""
     for option, kind in _cli_fields(classes):

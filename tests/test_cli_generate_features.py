@@ -86,3 +86,32 @@ def test_errors_are_one_line(model_dir, song, tmp_path, capsys, arguments, messa
     arguments = [str(song) if a == "SONG" else a for a in arguments]
     code, _, err = run(["generate", "--model", str(model_dir), "--output-dir", str(tmp_path), *arguments], capsys)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_infill_bars_and_tracks(model_dir, song, tmp_path, capsys):
+    code, out, err = run(["generate", "--model", str(model_dir), "--prompt", str(song), "--infill-bars", "2-2",
+                          "--infill-tracks", "1,2", "--seed", "5", "--output-dir", str(tmp_path), "--no-progress"],
+                         capsys)
+    assert code == 0, err
+    (expected,) = generate_midi(str(model_dir), prompt=song, infill_bars=(2, 2), infill_tracks=[1, 2], seed=5,
+                                progress=False)
+    assert midi_bytes(reloaded(tmp_path / "generated_seed5_0.mid")) == midi_bytes(expected)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--infill-bars", "2-3"], "need a prompt"),
+    (["--prompt", "SONG", "--infill-bars", "2-3", "--infill-seconds", "1-2"], "not both"),
+    (["--prompt", "SONG", "--infill-bars", "3-2"], "1 <= first <= last"),
+    (["--prompt", "SONG", "--infill-bars", "9-12"], "starts after the piece ends"),
+    (["--prompt", "SONG", "--infill-seconds", "2-2"], "start < end"),
+    (["--prompt", "SONG", "--infill-bars", "2-3", "--events", "8"], "cannot be combined with events"),
+    (["--prompt", "SONG", "--infill-bars", "2-3", "--add-track", "Violin"], "cannot be combined with add_track"),
+    (["--prompt", "SONG", "--infill-bars", "2-3", "--bars", "2"], "cannot be combined with bars"),
+    (["--prompt", "SONG", "--infill-bars", "2-3", "--infill-tracks", "7"], "no track 7 with notes"),
+    (["--prompt", "SONG", "--infill-tracks", "1"], "infill_tracks needs infill_bars"),
+    (["--prompt", "SONG", "--infill-bars", "2-3", "--infill-tracks", "one"], "track numbers like '2,3'"),
+])
+def test_infill_errors_are_one_line(model_dir, song, tmp_path, capsys, arguments, message):
+    arguments = [str(song) if a == "SONG" else a for a in arguments]
+    code, _, err = run(["generate", "--model", str(model_dir), "--output-dir", str(tmp_path), *arguments], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mido
 import numpy as np
 import pytest
 import torch
-from generation_helpers import grammar_problems, multitrack_song, random_model, reloaded, tiny_config
+from generation_helpers import (
+    grammar_problems,
+    midi_bytes,
+    multitrack_song,
+    random_model,
+    reloaded,
+    tiny_config,
+)
 
+from midi_event_transformer import DEFAULT_MODEL, generate_midi
 from midi_event_transformer.generation.fim import fim_steps
 from midi_event_transformer.generation.infilling import (
     InfillPlan,
@@ -187,3 +197,62 @@ def test_both_sides_prompt_is_a_fim_layout_read_at_the_original_steps(rows):
     assert len(small.prompt_rows) == 12 and small.prompt_rows[-1, 0] == FIM_MIDDLE_ID  # both sides cut to fit
     with pytest.raises(ValueError, match="no room for both sides"):
         with_both_sides(plan, context_events=len(plan.kept_rows) + plan.max_model_events)
+
+
+# ---------------------------------------------------------------------------------------------- generate_midi
+def test_generate_midi_infills_every_sample_of_a_batch_reproducibly(loose_model, rows):
+    song = multitrack_song(bars=8)
+    kwargs = dict(prompt=song, infill_bars=(3, 4), seed=1, num_samples=2, progress=False)
+    first, second = generate_midi(loose_model, TOKENIZER, **kwargs)
+    again = generate_midi(loose_model, TOKENIZER, **kwargs)
+    assert midi_bytes(first) == midi_bytes(again[0]) and midi_bytes(second) == midi_bytes(again[1])
+    before = grid_notes(TOKENIZER.decode_midi(rows))
+    for midi in (first, second):
+        after = grid_notes(midi)
+        for track in before:
+            assert [n for n in after[track] if not 128 <= n[0] < 256] == [n for n in before[track]
+                                                                         if not 128 <= n[0] < 256]
+
+
+def test_pipeline_takes_the_infill_keywords(loose_model, rows):
+    from transformers import pipeline
+
+    pipe = pipeline("midi-generation", model=loose_model, tokenizer=TOKENIZER, device="cpu")
+    song = multitrack_song(bars=8)
+    (result,) = pipe(song, infill_bars=(3, 4), infill_tracks=[1], seed=2, progress=False)
+    (expected,) = generate_midi(loose_model, TOKENIZER, prompt=song, infill_bars=(3, 4), infill_tracks=[1], seed=2,
+                                progress=False)
+    assert midi_bytes(result["midi"]) == midi_bytes(expected)
+    with pytest.raises(ValueError, match="cannot be combined with events"):
+        pipe(song, infill_bars=(3, 4), events=5)
+
+
+def test_the_path_taken_is_logged(fim_model, loose_model, caplog):
+    song = multitrack_song(bars=8)
+    with caplog.at_level("INFO", logger="midi_event_transformer.generation.requests"):
+        generate_midi(loose_model, TOKENIZER, prompt=song, infill_bars=(3, 4), seed=0, progress=False)
+        generate_midi(fim_model, TOKENIZER, prompt=song, infill_bars=(3, 4), seed=0, progress=False)
+        generate_midi(fim_model, TOKENIZER, prompt=song, infill_bars=(3, 4), seed=0, progress=False,
+                      context_events=8)
+    messages = [record.getMessage() for record in caplog.records]
+    assert "past only (the model was not trained with fill-in-the-middle)" in messages[0]
+    assert "with both sides" in messages[1]
+    assert "past only: the span's events" in messages[2]
+
+
+@pytest.mark.skipif(not (Path(DEFAULT_MODEL) / "model.safetensors").exists(), reason="no embedded model")
+def test_the_shipped_model_fills_a_dense_span():
+    song = multitrack_song(bars=8)
+    rows = TOKENIZER.encode_midi(song)
+    start, end = span_steps(rows, bars=(3, 6))
+    for seed in (0, 1):
+        (midi,) = generate_midi(prompt=song, infill_bars=(3, 6), seed=seed, progress=False, device="cpu")
+        before, after = grid_notes(TOKENIZER.decode_midi(rows)), grid_notes(midi)
+        model_notes = []
+        for track in before:
+            assert [n for n in after.get(track, []) if not start <= n[0] < end] == [
+                n for n in before[track] if not start <= n[0] < end]
+            model_notes += [n for n in after.get(track, []) if start <= n[0] < end]
+        assert all(n[0] + n[4] <= end for n in model_notes)
+        bars = {(n[0] - start) // 64 for n in model_notes}
+        assert len(bars) >= 3, (seed, sorted(bars))  # notes in at least 3 of the 4 bars

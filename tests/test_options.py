@@ -29,7 +29,7 @@ GENERATE_FLAGS = {
     "--model", "--prompt", "--prompt-events", "--instruments", "--drum-kit", "--bpm", "--time-signature", "--key",
     "--no-control-change", "--add-track", "--regenerate-track", "--seconds", "--bars", "--context-events",
     "--events", "--temperature", "--top-p", "--top-k", "--seed", "--num-samples", "--device", "--dtype",
-    "--output-dir", "--piano-roll", "--audio", "--no-progress",
+    "--infill-bars", "--infill-seconds", "--infill-tracks", "--output-dir", "--piano-roll", "--audio", "--no-progress",
 }
 
 

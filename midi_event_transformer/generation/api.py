@@ -55,13 +55,16 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
                   device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                   progress: bool = True, add_track: str | int | None = None, regenerate_track: int | None = None,
                   seconds: float | None = None, bars: float | None = None,
+                  infill_bars: tuple[int, int] | str | None = None,
+                  infill_seconds: tuple[float, float] | str | None = None,
+                  infill_tracks: Sequence[int] | str | None = None,
                   context_events: int | None = None, streamer: Any = None) -> list:
     """Generate MIDI files: load the model, build the prompt, sample, decode.
 
     Each keyword is the field of its name in ``requests.LoadingOptions``, ``PromptOptions`` or ``SamplingOptions``,
     where its default, its checks and its help are defined (the help is listed under Args by ``help()``). A prompt
     cannot be combined with instruments / drum_kit / bpm / time_signature / key; a track edit (add_track or
-    regenerate_track) takes the whole prompt.
+    regenerate_track) and an infill (infill_bars or infill_seconds) take the whole prompt.
 
     Returns:
         a list of ``num_samples`` ``mido.MidiFile`` (type 1, 480 ticks per beat), prompt included.
@@ -69,7 +72,8 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
     Raises:
         ValueError: unknown instrument / drum kit / key names, a bad time signature or bpm, a prompt combined with
             those options, a directory that is not a model, bad sampling values, a track edit without a prompt or
-            with ``prompt_events``, an unknown track or one without notes.
+            with ``prompt_events``, an unknown track or one without notes, an infill span that is empty or starts
+            after the piece ends, an infill combined with a track edit, ``events``, ``prompt_events`` or a length.
         InvalidMidiError: a prompt that is not a readable MIDI file (a ValueError too).
         TypeError: arguments of the wrong type.
     """

@@ -36,6 +36,7 @@ from .requests import (
     PreparedPrompt,
     PromptOptions,
     SamplingOptions,
+    check_request,
     generate_prepared,
     prepare_prompt,
 )
@@ -105,6 +106,7 @@ class MidiGenerationPipeline(Pipeline):
         prepared = model_inputs["prepared"]
         prompts = prepared if isinstance(prepared, list) else [prepared]  # a list when transformers batched them
         sampling = SamplingOptions(**sampling_options)
+        check_request(prompts[0].options, sampling)
         pieces = generate_prepared(self.model, prompts, sampling)
         per_prompt = sampling.num_samples
         return {"pieces": [_PromptPieces(pieces[i:i + per_prompt]) for i in range(0, len(pieces), per_prompt)]}

@@ -180,6 +180,7 @@ class InfillPlan:
         kept_notes: ``(k, 4)`` ``[start, end, channel, pitch]`` of the notes kept around and inside the span.
         max_gap_steps: the model's next event starts at most this many steps after its last one (or the span's
             start).
+        piece_end: the step where the prompt ends (:func:`piece_end_step`); so does the rewritten piece.
     """
 
     prefix_rows: np.ndarray
@@ -195,6 +196,7 @@ class InfillPlan:
     events_per_beat: int = 4
     kept_notes: np.ndarray = field(default_factory=lambda: NO_KEPT_NOTES)
     max_gap_steps: int | None = None
+    piece_end: int = 0
     allows_eos = False
 
     def __post_init__(self) -> None:
@@ -302,7 +304,7 @@ def plan_infill(rows: Any, start_step: int, end_step: int, *, tracks: Sequence[i
                       kept_rows=kept.copy(), kept_steps=kept_steps.copy(),
                       suffix_rows=rows[suffix_start:].copy(), suffix_steps=steps[suffix_start:].copy(),
                       model_channels=channels, start_step=int(start_step), end_step=int(end_step),
-                      events_per_beat=pace, kept_notes=kept_notes, max_gap_steps=gap)
+                      events_per_beat=pace, kept_notes=kept_notes, max_gap_steps=gap, piece_end=piece_end_step(rows))
 
 
 def with_both_sides(plan: InfillPlan, context_events: int) -> InfillPlan:

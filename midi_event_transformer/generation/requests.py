@@ -32,6 +32,7 @@ import torch
 
 from ..vocabulary import BOS_ID, EOS_ID, PAD_ID
 from .general_midi import DRUM_KITS
+from .infilling import InfillPlan, assemble_infill, check_span, plan_infill, span_steps, with_both_sides
 from .loading import DTYPE_NAMES, load_model_and_tokenizer
 from .musical_time import MusicalClock, TimeLimit, TimeLimitStoppingCriteria, cut_at_time_limit, end_midi_at
 from .prompts import MAX_BPM, build_prompt, prompt_from_midi, prompt_logits_processors
@@ -176,13 +177,39 @@ class PromptOptions:
         "help": "stop at this many bars after the prompt (from the start with a track edit), time-signature "
                 "changes counted; otherwise as seconds",
         "cli_metavar": "B", "cli_group": "length"})
+    infill_bars: tuple[int, int] | str | None = field(default=None, metadata={
+        "help": "rewrite these bars of the prompt (the whole piece), both included: (9, 12) or \"9-12\"; bar 1 starts "
+                "at time 0, bars counted with the prompt's time signatures. Every note that starts outside them is "
+                "kept note for note, and so are tempo and signature events inside; a model trained with "
+                "fill-in-the-middle also reads what follows (see infilling)",
+        "cli_metavar": "FIRST-LAST", "cli_group": "edit"})
+    infill_seconds: tuple[float, float] | str | None = field(default=None, metadata={
+        "help": "rewrite the prompt from this second to that one, half-open: (20.0, 30.0) or \"20-30\" (tempo changes "
+                "counted); otherwise as infill_bars",
+        "cli_metavar": "START-END", "cli_group": "edit"})
+    infill_tracks: Sequence[int] | str | None = field(default=None, metadata={
+        "help": "with infill_bars / infill_seconds, rewrite only these tracks (numbered as the tokenize command "
+                "shows them), e.g. [2, 3] or \"2,3\"; the other tracks stay note for note inside the span too "
+                "(default: every track with notes)",
+        "cli_metavar": "N,N", "cli_group": "edit"})
 
     def __post_init__(self) -> None:
+        if isinstance(self.infill_tracks, str):  # "2,3", as the CLI and the page give it
+            try:
+                self.infill_tracks = [int(part) for part in self.infill_tracks.replace(" ", "").split(",") if part]
+            except ValueError as error:
+                raise ValueError(f"infill_tracks must be track numbers like '2,3', got {self.infill_tracks!r}") \
+                    from error
         self.check()
 
     @property
     def edits_track(self) -> bool:
         return self.add_track is not None or self.regenerate_track is not None
+
+    @property
+    def infills(self) -> bool:
+        """Whether the request rewrites a span of the prompt (``infill_bars`` or ``infill_seconds``)."""
+        return self.infill_bars is not None or self.infill_seconds is not None
 
     @property
     def time_limit(self) -> TimeLimit | None:
@@ -195,8 +222,22 @@ class PromptOptions:
 
         Raises:
             ValueError: a prompt combined with new-piece controls, a track edit without a prompt or with
-                ``prompt_events``, both track edits, both lengths, a length <= 0. TypeError: values of the wrong type.
+                ``prompt_events``, both track edits, both lengths, a length <= 0, an infill span that is empty or
+                given in bars and seconds, an infill without a prompt or with a track edit, ``prompt_events`` or a
+                length. TypeError: values of the wrong type.
         """
+        if self.infills:
+            check_span(self.infill_bars, self.infill_seconds)
+            if self.prompt is None:
+                raise ValueError("infill_bars / infill_seconds need a prompt: the piece whose passage is rewritten")
+            combined = [name for name in ("add_track", "regenerate_track", "prompt_events", "seconds", "bars")
+                        if getattr(self, name) is not None]
+            if combined:
+                raise ValueError(f"infilling (infill_bars / infill_seconds) cannot be combined with "
+                                 f"{', '.join(combined)}: it rewrites a span of the whole prompt, which keeps its "
+                                 "length")
+        elif self.infill_tracks is not None:
+            raise ValueError("infill_tracks needs infill_bars or infill_seconds: the span to rewrite")
         _check_bool("disable_control_change", self.disable_control_change)
         _check_number("seconds", self.seconds)
         _check_number("bars", self.bars)
@@ -292,6 +333,17 @@ class SamplingOptions:
 OPTION_CLASSES: tuple[type, ...] = (PromptOptions, SamplingOptions, LoadingOptions)
 
 
+def check_request(prompt_options: PromptOptions, sampling: SamplingOptions) -> None:
+    """Raise on prompt and sampling options that cannot go together (each checked alone when it was made).
+
+    Raises:
+        ValueError: ``events`` with an infill (the span's own length decides how many events the model writes).
+    """
+    if prompt_options.infills and sampling.events is not None:
+        raise ValueError("infilling (infill_bars / infill_seconds) cannot be combined with events: the span's length "
+                         "decides how many events the model writes")
+
+
 def option_fields(*classes: type) -> list[dataclasses.Field]:
     """The fields of ``classes`` (default: every option class, :data:`OPTION_CLASSES`), in order."""
     return [f for cls in (classes or OPTION_CLASSES) for f in dataclasses.fields(cls)]
@@ -311,6 +363,7 @@ def options_from_keywords(keywords: Mapping[str, Any], caller: str = "generate_m
         raise TypeError(f"{caller}() got unexpected keyword argument(s) {', '.join(unknown)}")
     built = {cls: cls(**{f.name: keywords[f.name] for f in dataclasses.fields(cls) if f.name in keywords})
              for cls in OPTION_CLASSES}
+    check_request(built[PromptOptions], built[SamplingOptions])
     return built[LoadingOptions], built[PromptOptions], built[SamplingOptions]
 
 
@@ -339,11 +392,11 @@ def document_options(*classes: type) -> Callable[[_Function], _Function]:
 @dataclass
 class PreparedPrompt:
     """One prompt ready to sample: ``rows`` ``(n, 8)`` (BOS first), the logits ``processors`` of its controls, the
-    ``plan`` of a track edit (None otherwise) and the ``options`` it came from."""
+    ``plan`` of a track edit or an infill (None otherwise) and the ``options`` it came from."""
 
     rows: np.ndarray
     processors: list = field(default_factory=list)
-    plan: TrackEditPlan | None = None
+    plan: TrackEditPlan | InfillPlan | None = None
     options: PromptOptions = field(default_factory=PromptOptions)
 
 
@@ -380,6 +433,11 @@ def prepare_prompt(tokenizer: Any, options: PromptOptions) -> PreparedPrompt:
         whole = prompt_from_midi(options.prompt, None, tokenizer=tokenizer)
         plan = plan_track_edit(whole, add_track=options.add_track, regenerate_track=options.regenerate_track,
                                limit=options.time_limit)
+        return PreparedPrompt(plan.prompt_rows, [], plan, options)
+    if options.infills:
+        whole = prompt_from_midi(options.prompt, None, tokenizer=tokenizer)
+        start, end = span_steps(whole, bars=options.infill_bars, seconds=options.infill_seconds)
+        plan = plan_infill(whole, start, end, tracks=options.infill_tracks)
         return PreparedPrompt(plan.prompt_rows, [], plan, options)
     allow_control_change = not options.disable_control_change
     if options.prompt is not None:
@@ -421,6 +479,8 @@ def build_generation_prompt(tokenizer: Any = None, **options: Any) -> tuple[np.n
 def _max_events(prompts: Sequence[PreparedPrompt], sampling: SamplingOptions) -> tuple[int, bool]:
     """Events to generate at most per sample, and whether that bound is the caller's own."""
     options = prompts[0].options
+    if options.infills:
+        return max(len(p.plan.kept_rows) + p.plan.max_model_events for p in prompts), False
     if options.edits_track:
         kept = max(len(p.plan.kept_rows) for p in prompts)
         if sampling.events is None:
@@ -442,10 +502,13 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
     if not prompts:
         raise ValueError("no prompts to generate from")
     options = prompts[0].options
+    context = default_context_events(model) if sampling.context_events is None else sampling.context_events
+    if options.infills:
+        prompts = [_infill_path(model, prompt, context) for prompt in prompts]
     samples = [prompt for prompt in prompts for _ in range(sampling.num_samples)]
     processors = list(prompts[0].processors)
     criteria: list = []
-    if options.edits_track:
+    if options.edits_track or options.infills:
         editor = KeptTracksLogitsProcessor([p.plan for p in samples], max_model_events=sampling.events,
                                            allow_control_change=not options.disable_control_change,
                                            temperature=float(sampling.temperature))
@@ -455,7 +518,6 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
     if limit is not None:
         criteria.append(TimeLimitStoppingCriteria(limit, [MusicalClock.after(p.rows) for p in samples]))
     max_events, bounded = _max_events(prompts, sampling)
-    context = default_context_events(model) if sampling.context_events is None else sampling.context_events
     streamer = EventProgressStreamer(max_events if bounded and not options.edits_track else None,
                                      disable=not sampling.progress)
     if sampling.streamer is not None:
@@ -476,6 +538,9 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
         logger.warning("generation stopped at %d events before reaching its end", max_events)
     pieces = []
     for rows, prompt in zip(outputs, samples, strict=True):
+        if isinstance(prompt.plan, InfillPlan):  # the whole piece, lasting as long as the prompt
+            pieces.append(GeneratedPiece(assemble_infill(rows, prompt.plan), prompt.plan.piece_end))
+            continue
         end_step = None
         if limit is not None:
             rows, end_step = cut_at_time_limit(rows, len(prompt.rows), limit)
@@ -483,6 +548,23 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
                 end_step = prompt.plan.end_step
         pieces.append(GeneratedPiece(rows, end_step))
     return pieces
+
+
+def _infill_path(model: Any, prompt: PreparedPrompt, context_events: int) -> PreparedPrompt:
+    """``prompt`` as the model infills it: with both sides (a FIM layout) when it was trained for
+    fill-in-the-middle and the span fits, past only otherwise; the choice is logged."""
+    plan = prompt.plan
+    span = f"steps {plan.start_step}-{plan.end_step}"
+    if not getattr(model.config, "fill_in_the_middle", False):
+        logger.info("infilling %s past only (the model was not trained with fill-in-the-middle)", span)
+        return prompt
+    try:
+        plan = with_both_sides(plan, context_events)
+    except ValueError as reason:
+        logger.info("infilling %s past only: %s", span, reason)
+        return prompt
+    logger.info("infilling %s with both sides (fill-in-the-middle: %d prompt rows)", span, len(plan.prompt_rows))
+    return dataclasses.replace(prompt, rows=plan.prompt_rows, plan=plan)
 
 
 def generate_pieces(loading: LoadingOptions, prompt_options: PromptOptions, sampling: SamplingOptions
@@ -512,6 +594,7 @@ __all__ = [
     "PromptOptions",
     "SamplingOptions",
     "build_generation_prompt",
+    "check_request",
     "document_options",
     "generate_pieces",
     "generate_prepared",

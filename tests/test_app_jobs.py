@@ -265,7 +265,8 @@ def test_page_values_become_a_request():
     assert isinstance(request().events, int)
     tuned = request(bpm=96, drum_kit="Jazz", time_signature="7/4", context_events=64.0)
     assert (tuned.bpm, tuned.drum_kit, tuned.time_signature, tuned.context_events) == (96.0, "Jazz", "7/4", 64)
-    assert isinstance(tuned.context_events, int) and request(context_events="").context_events is None
+    assert isinstance(tuned.context_events, int)
+    assert request(context_events=0).context_events is None and request(context_events="").context_events is None
     assert request(instruments=[]).instruments is None  # none chosen: the model decides
     seeds = {request(random_seed=True).seed for _ in range(3)}
     assert len(seeds) > 1 and all(0 <= seed < 2**31 for seed in seeds)

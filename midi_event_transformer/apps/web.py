@@ -193,8 +193,8 @@ class _Widgets:
                 raise ValueError(f"{name.replace('_', ' ')} is empty")
             return kind(v[name])
 
-        def optional(name: str) -> Any:
-            return None if v[name] in (None, "") else number(name)
+        def optional(name: str) -> Any:  # 0 or empty: the default
+            return None if v[name] in (None, "", 0) else number(name)
 
         seed = secrets.randbelow(2**31) if v["random_seed"] or v["seed"] is None else number("seed")
         request = dict(model=v["model"] or None, temperature=number("temperature", float),
@@ -373,10 +373,9 @@ class MidiApp:
                 no_control_change = gr.Checkbox(value=_default("disable_control_change"),
                                                 label="No control change (pedal, volume, ...)",
                                                 elem_id="met-no-control-change")
-                window = gr.Number(value=_default("context_events"), precision=0, minimum=2,
-                                   label="Window (events the model sees)",
-                                   info="empty: the model's training window; longer pieces go on from the last "
-                                        "events", elem_id="met-context-events")
+                window = gr.Number(value=_default("context_events") or 0, precision=0, minimum=0,
+                                   label="Window: events the model sees (0: its training window)",
+                                   info="longer pieces go on from the last events", elem_id="met-context-events")
         options = dict(model=model, instruments=instruments, drum_kit=drum_kit, bpm=bpm,
                        time_signature=time_signature, key=key, prompt=prompt_file, prompt_events=kept_events,
                        add_track=new_track, regenerate_track=old_track, events=events, temperature=temperature,

@@ -88,11 +88,12 @@ def test_errors_are_one_line(model_dir, song, tmp_path, capsys, arguments, messa
     assert code == 2 and message in err and err.count("\n") == 1
 
 
-def test_infill_bars_and_tracks(model_dir, song, tmp_path, capsys):
+def test_infill_bars_and_tracks(model_dir, song, tmp_path, capsys):  # --piano-roll: the prompt above the result
     code, out, err = run(["generate", "--model", str(model_dir), "--prompt", str(song), "--infill-bars", "2-2",
-                          "--infill-tracks", "1,2", "--seed", "5", "--output-dir", str(tmp_path), "--no-progress"],
-                         capsys)
+                          "--infill-tracks", "1,2", "--seed", "5", "--output-dir", str(tmp_path), "--no-progress",
+                          "--piano-roll"], capsys)
     assert code == 0, err
+    assert (tmp_path / "generated_seed5_0.png").read_bytes()[:4] == b"\x89PNG"
     (expected,) = generate_midi(str(model_dir), prompt=song, infill_bars=(2, 2), infill_tracks=[1, 2], seed=5,
                                 progress=False)
     assert midi_bytes(reloaded(tmp_path / "generated_seed5_0.mid")) == midi_bytes(expected)

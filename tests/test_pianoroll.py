@@ -89,3 +89,17 @@ def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
 
 def test_pitch_names():
     assert [pitch_name(p) for p in (0, 60, 69, 127)] == ["C-1", "C4", "A4", "G9"]
+
+
+def test_infill_piano_rolls_show_the_span_with_context(tmp_path):
+    from generation_helpers import multitrack_song
+
+    from midi_event_transformer.evaluation.pianoroll import draw_infill_piano_rolls
+
+    song = multitrack_song(bars=8)
+    png = draw_infill_piano_rolls(song, song, (128, 256), tmp_path / "infill.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="path_png is needed"):
+        draw_infill_piano_rolls(song, song, (128, 256))
+    with pytest.raises(ValueError, match="min_time must be >= 0 and before max_time"):
+        draw_piano_roll(song, tmp_path / "bad.png", min_time=4, max_time=2)

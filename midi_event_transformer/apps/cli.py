@@ -207,7 +207,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     # the optional outputs are checked before the (long) generation
     try:
         if args.piano_roll:
-            from ..evaluation.pianoroll import draw_piano_roll, import_pyplot
+            from ..evaluation.pianoroll import draw_infill_piano_rolls, draw_piano_roll, import_pyplot
 
             import_pyplot()
         if args.audio:
@@ -234,7 +234,9 @@ def _run_generate(args: argparse.Namespace) -> int:
     paths = save_samples([piece.to_midi(tokenizer) for piece in samples], output_dir, values["seed"])
     for piece, path in zip(samples, paths, strict=True):
         written = [path]
-        if args.piano_roll:
+        if args.piano_roll and piece.span is not None:  # an infill: the prompt above the result, around the span
+            written.append(draw_infill_piano_rolls(values["prompt"], path, piece.span))
+        elif args.piano_roll:
             written.append(draw_piano_roll(path, path.with_suffix(".png")))
         if args.audio:
             try:

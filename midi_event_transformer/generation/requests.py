@@ -402,11 +402,13 @@ class PreparedPrompt:
 
 @dataclass
 class GeneratedPiece:
-    """One sample: ``rows`` ``(n, 8)`` (the prompt's rows, then the generated events, without EOS) and
-    ``end_step``, the step of a seconds / bars limit the piece was ended at (None: it ends with its last event)."""
+    """One sample: ``rows`` ``(n, 8)`` (the prompt's rows, then the generated events, without EOS),
+    ``end_step``, the step of a seconds / bars limit the piece was ended at (None: it ends with its last event), and
+    the ``span`` ``(start_step, end_step)`` an infill rewrote (None without one)."""
 
     rows: np.ndarray
     end_step: int | None = None
+    span: tuple[int, int] | None = None
 
     @property
     def events(self) -> int:
@@ -539,7 +541,8 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
     pieces = []
     for rows, prompt in zip(outputs, samples, strict=True):
         if isinstance(prompt.plan, InfillPlan):  # the whole piece, lasting as long as the prompt
-            pieces.append(GeneratedPiece(assemble_infill(rows, prompt.plan), prompt.plan.piece_end))
+            plan = prompt.plan
+            pieces.append(GeneratedPiece(assemble_infill(rows, plan), plan.piece_end, (plan.start_step, plan.end_step)))
             continue
         end_step = None
         if limit is not None:

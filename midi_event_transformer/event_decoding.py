@@ -439,7 +439,7 @@ def generate_events(model: Any, input_ids: torch.LongTensor, logits_processor: L
                 scores, lo = scorer(current, hidden, states, live)
             if not generation_config.do_sample:
                 tokens = scores.argmax(dim=-1)
-            elif hidden is not None and scorer.sampler is not None:
+            elif scorer.sampler is not None:  # top-k / top-p fused, the first token too
                 tokens = scorer.sampler(scores)
             else:
                 tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # (B,)

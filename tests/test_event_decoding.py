@@ -157,6 +157,16 @@ def test_sampling_is_reproducible_and_respects_top_k(model):
     assert torch.equal(b, c)
 
 
+def test_the_first_token_is_sampled_with_top_k_and_top_p_too(model):
+    """The fused top-k / top-p sampler also draws the token after the prefill (it used to be drawn from the whole
+    distribution): top_k=1 with top_p is greedy from the first token on."""
+    greedy = model.generate(bos_prompt(2), max_new_tokens=3 * K, do_sample=False)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        sampled = model.generate(bos_prompt(2), max_new_tokens=3 * K, do_sample=True, top_k=1, top_p=0.9)
+        assert torch.equal(sampled, greedy), seed
+
+
 def test_num_return_sequences(model):
     torch.manual_seed(7)
     out = model.generate(bos_prompt(2), max_new_tokens=5 * K, do_sample=True, num_return_sequences=3)

@@ -92,16 +92,9 @@ def draw_piano_roll(
         ValueError: unknown ``time_unit`` / ``color_by``, or a non-positive ``max_time``.
         InvalidMidiError: ``midi`` is a path mido cannot read.
     """
-    _check_options(time_unit, color_by, max_time, min_time)
-    plt = import_pyplot()
-    figure, axes = plt.subplots(figsize=figsize, dpi=dpi)
-    try:
-        _draw_on(axes, midi, time_unit=time_unit, color_by=color_by, title=title, max_time=max_time,
-                 min_time=min_time, highlight=highlight)
-        path_png = save_figure(figure, path_png)
-    finally:
-        plt.close(figure)
-    return path_png
+    return draw_piano_rolls([midi], path_png, titles=[title], time_unit=time_unit, color_by=color_by,
+                            max_time=max_time, min_time=min_time, highlight=highlight, width=figsize[0],
+                            row_height=figsize[1], dpi=dpi)
 
 
 def draw_piano_rolls(

@@ -42,8 +42,6 @@ from typing import Any
 import numpy as np
 
 from ..vocabulary import (
-    BOS_ID,
-    EOS_ID,
     EVENT_PARAMETERS,
     EVENT_TYPE_IDS,
     FIM_MIDDLE_ID,
@@ -53,7 +51,7 @@ from ..vocabulary import (
 )
 from .fim import fim_rows
 from .musical_time import STEPS_PER_BEAT, MusicalClock, event_step
-from .track_editing import NO_KEPT_NOTES, check_events_per_beat, event_steps
+from .track_editing import NO_KEPT_NOTES, check_events_per_beat, event_steps, whole_piece
 
 logger = logging.getLogger(__name__)
 
@@ -253,11 +251,7 @@ def plan_infill(rows: Any, start_step: int, end_step: int, *, tracks: Sequence[i
         ValueError: rows that are not a prompt, an unknown track or one without notes, a prompt without notes.
         TypeError: ``tracks`` that are not whole numbers.
     """
-    rows = np.asarray(rows, dtype=np.int64)
-    if rows.ndim != 2 or rows.shape[1] != TOKENS_PER_EVENT or not len(rows) or rows[0, 0] != BOS_ID:
-        raise ValueError(f"rows must be (n_events, {TOKENS_PER_EVENT}) starting with BOS, got shape {rows.shape}")
-    eos = np.flatnonzero(rows[:, 0] == EOS_ID)
-    rows = rows[:eos[0]] if len(eos) else rows
+    rows = whole_piece(rows)
     with_notes = _tracks_and_channels(rows)
     if not with_notes:
         raise ValueError("the prompt has no notes: there is no passage to rewrite")

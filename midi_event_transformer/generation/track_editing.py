@@ -177,6 +177,19 @@ def event_steps(rows: np.ndarray) -> np.ndarray:
     return steps
 
 
+def whole_piece(rows: Any) -> np.ndarray:
+    """A whole prompt's rows ``(n, 8)`` int64 (BOS first), up to its EOS row if it has one.
+
+    Raises:
+        ValueError: rows of another shape, or not starting with BOS.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 2 or rows.shape[1] != TOKENS_PER_EVENT or not len(rows) or rows[0, 0] != BOS_ID:
+        raise ValueError(f"rows must be (n_events, {TOKENS_PER_EVENT}) starting with BOS, got shape {rows.shape}")
+    eos = np.flatnonzero(rows[:, 0] == EOS_ID)
+    return rows[:eos[0]] if len(eos) else rows
+
+
 def _new_track_instrument(add_track: Any) -> tuple[int, bool]:
     """(program, is_drum_kit) of an ``add_track`` value: an instrument name or number, or a drum kit name."""
     if isinstance(add_track, str) and not add_track.strip().isdigit():
@@ -224,11 +237,7 @@ def plan_track_edit(rows: Any, *, add_track: str | int | None = None, regenerate
     """
     if (add_track is None) == (regenerate_track is None):
         raise ValueError("give add_track or regenerate_track (exactly one)")
-    rows = np.asarray(rows, dtype=np.int64)
-    if rows.ndim != 2 or rows.shape[1] != TOKENS_PER_EVENT or not len(rows) or rows[0, 0] != BOS_ID:
-        raise ValueError(f"rows must be (n_events, {TOKENS_PER_EVENT}) starting with BOS, got shape {rows.shape}")
-    eos = np.flatnonzero(rows[:, 0] == EOS_ID)
-    rows = rows[:eos[0]] if len(eos) else rows
+    rows = whole_piece(rows)
     with_notes = _tracks_with_notes(rows)
     if not with_notes:
         raise ValueError("the prompt has no notes: there is no piece to add a track to")
@@ -561,4 +570,5 @@ __all__ = [
     "check_events_per_beat",
     "event_steps",
     "plan_track_edit",
+    "whole_piece",
 ]

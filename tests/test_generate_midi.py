@@ -14,6 +14,7 @@ from generation_helpers import (
     grammar_problems,
     messages,
     midi_bytes,
+    multitrack_song,
     programs,
     reloaded,
     save_tiny_model,
@@ -285,9 +286,10 @@ def test_each_request_is_checked_once(model_dir, monkeypatch, tmp_path):
             check(self)
 
         monkeypatch.setattr(cls, "check", counted)
-    song = tmp_path / "song.mid"
-    generate_midi(str(model_dir), instruments=["Violin"], events=4, seed=0, progress=False)[0].save(song)
+    generate_midi(str(model_dir), instruments=["Violin"], events=4, seed=0, progress=False)
     assert checks == {PromptOptions: 1, SamplingOptions: 1}
+    song = tmp_path / "song.mid"
+    multitrack_song(bars=2).save(song)
     for options in (dict(prompt=str(song), events=4), dict(prompt=str(song), add_track="Cello", events=4),
                     dict(instruments=["Violin"], seconds=1.0, events=8)):
         checks.update({PromptOptions: 0, SamplingOptions: 0})

@@ -56,6 +56,9 @@ class ModelArguments:
     torch_compile: bool = field(default=False, metadata={
         "help": "compile each decoder layer with torch.compile (MidiEventTransformerForCausalLM.compile_layers): "
                 "on CPU ~15%% faster steps under bf16 autocast, 0-10%% in fp32; needs a C++ compiler"})
+    fim_vocab: bool = field(default=False, metadata={
+        "help": "give the model the fill-in-the-middle sentinel ids (model.resize_for_fim) even with --fim_rate 0: a "
+                "left-to-right control run of the same resized model (--fim_rate > 0 always resizes)"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager"})
     token_attn_implementation: str = field(default="auto", metadata={
         "help": "the token transformer's attention: sdpa, eager, or auto = eager under bf16 autocast on CPU (its "
@@ -72,6 +75,11 @@ class DataArguments:
     validation_fraction: float = field(default=0.05)
     augment: bool = field(default=True)
     quality_filter: bool = field(default=False)
+    fim_rate: float = field(default=0.0, metadata={
+        "help": "share of training windows laid out as fill-in-the-middle examples (generation/fim.py); > 0 resizes "
+                "the model's vocabulary for the two sentinel ids first and marks it fill_in_the_middle"})
+    fim_min_bars: int = field(default=1, metadata={"help": "shortest FIM span, in bars"})
+    fim_max_bars: int = field(default=8, metadata={"help": "longest FIM span, in bars"})
 
 
 @dataclass
@@ -141,16 +149,23 @@ def attention_implementations(args: ModelArguments, mixed_precision: str, device
     return {"": args.attn_implementation, "token_config": token}
 
 
-def build_model(args: ModelArguments, attn_implementation: dict[str, str] | None = None,
+def build_model(args: ModelArguments, attn_implementation: dict[str, str] | None = None, fim_rate: float = 0.0,
                 ) -> MidiEventTransformerForCausalLM:
+    """The model to train: a named shape, a config file or ``--init_from``; resized for the FIM sentinel ids when
+    ``fim_rate > 0`` or ``--fim_vocab`` (marked fill_in_the_middle only when ``fim_rate > 0``)."""
     if args.init_from:
-        model = MidiEventTransformerForCausalLM.from_pretrained(args.init_from, attn_implementation=attn_implementation)
+        # float32 master weights whatever the checkpoint's dtype (a bf16 checkpoint would otherwise train in bf16,
+        # where AdamW's small updates round away; --mixed_precision bf16 is autocast over these)
+        model = MidiEventTransformerForCausalLM.from_pretrained(args.init_from, attn_implementation=attn_implementation,
+                                                                dtype=torch.float32)
     elif args.model.endswith(".json") or os.path.isdir(args.model):
         config = MidiEventTransformerConfig.from_pretrained(args.model, attn_implementation=attn_implementation)
         model = MidiEventTransformerForCausalLM(config)
     else:
         config = MidiEventTransformerConfig.from_name(args.model, attn_implementation=attn_implementation)
         model = MidiEventTransformerForCausalLM(config)
+    if fim_rate > 0 or args.fim_vocab:
+        model.resize_for_fim(fill_in_the_middle=fim_rate > 0)
     if args.gradient_checkpointing:  # newer transformers rename gradient_checkpointing_enable
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable()
@@ -338,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
             "".join(f"{os.path.abspath(name) if os.path.exists(name) else name}\n"
                     for name in splits["validation"]["name"]))
     train_set = MidiWindowDataset(splits["train"], data_args.max_events, tokenizer=tokenizer,
-                                  augment=data_args.augment, seed=train_args.seed)
+                                  augment=data_args.augment, seed=train_args.seed, fim_rate=data_args.fim_rate,
+                                  fim_bars=(data_args.fim_min_bars, data_args.fim_max_bars))
     val_rows = [r.reshape(-1, 8) for r in splits["validation"].with_format("numpy")["input_ids"]]
     loader = DataLoader(train_set, batch_size=train_args.batch_size, shuffle=True, drop_last=True,
                         collate_fn=DataCollatorForMidiEvents())
@@ -346,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"{len(train_set)} training files is fewer than one batch of {train_args.batch_size}")
 
     # ---- model and optimisation
-    model = build_model(model_args, attention)
+    model = build_model(model_args, attention, data_args.fim_rate)
     if lora_args.lora:
         model = add_lora_adapter(model, rank=lora_args.lora_rank, alpha=lora_args.lora_alpha,
                                  dropout=lora_args.lora_dropout, target_modules=lora_args.lora_target_modules)

@@ -42,7 +42,11 @@ from midi_event_transformer.training.data import (
     split_by_file,
     tokenize_midi_dataset,
 )
-from midi_event_transformer.training.lora import DEFAULT_LORA_TARGET_MODULES, add_lora_adapter
+from midi_event_transformer.training.lora import (
+    DEFAULT_LORA_TARGET_MODULES,
+    add_lora_adapter,
+    write_fim_record,
+)
 from midi_event_transformer.vocabulary import PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger("train")
@@ -364,8 +368,10 @@ def main(argv: list[str] | None = None) -> None:
     # ---- model and optimisation
     model = build_model(model_args, attention, data_args.fim_rate)
     if lora_args.lora:
+        # a base resized for FIM trains its sentinel rows too (peft trainable_token_indices, training/lora.py)
         model = add_lora_adapter(model, rank=lora_args.lora_rank, alpha=lora_args.lora_alpha,
-                                 dropout=lora_args.lora_dropout, target_modules=lora_args.lora_target_modules)
+                                 dropout=lora_args.lora_dropout, target_modules=lora_args.lora_target_modules,
+                                 fim=data_args.fim_rate > 0 or model_args.fim_vocab)
     model.train()
     optimizer = torch.optim.AdamW(optimizer_groups(model, train_args.weight_decay), lr=train_args.learning_rate,
                                   betas=(0.9, 0.99), eps=1e-8)
@@ -467,7 +473,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     final_dir = output_dir / "final"
     model = accelerator.unwrap_model(model)
-    model.save_pretrained(final_dir)
+    if lora_args.lora and (data_args.fim_rate > 0 or model_args.fim_vocab):
+        # the sentinel rows are in the adapter (trainable tokens); load_adapter resizes the base from the record
+        model.save_pretrained(final_dir, save_embedding_layers=False)
+        write_fim_record(final_dir, fill_in_the_middle=data_args.fim_rate > 0)
+    else:
+        model.save_pretrained(final_dir)
     tokenizer.save_pretrained(final_dir)
     draw_training_curve(metrics_path, output_dir / "training_curve.png")
     evaluation = None

@@ -181,9 +181,10 @@ def _chain(rows: np.ndarray, steps: np.ndarray, previous_step: int) -> np.ndarra
     rows = rows.copy()
     beats = np.concatenate([[previous_step // _STEPS], steps // _STEPS])
     time1 = np.diff(beats)
-    if len(time1) and (time1.min() < 0 or time1.max() > _MAX_TIME1):
-        raise ValueError(f"the events cannot be timed in order: a time1 of {int(time1.min() if time1.min() < 0 else time1.max())} "
-                         f"beats is outside 0..{_MAX_TIME1}")
+    bad = time1[(time1 < 0) | (time1 > _MAX_TIME1)]
+    if len(bad):
+        raise ValueError(f"the events cannot be timed in order: a time1 of {int(bad[0])} beats is outside "
+                         f"0..{_MAX_TIME1}")
     rows[:, 1] = _TIME1 + time1
     rows[:, 2] = _TIME2 + steps % _STEPS
     return rows
@@ -372,7 +373,7 @@ def join_fim_rows(rows: np.ndarray, previous_step: int = 0) -> np.ndarray:
         previous_step: the step the first row is read after.
 
     Returns:
-        ``(p - 0 + m + s, 8)`` int64 rows: the prefix unchanged, then the middle's and the suffix's events re-timed
+        ``(p + m + s, 8)`` int64 rows: the prefix unchanged, then the middle's and the suffix's events re-timed
         to chain after it (time2 and every other id unchanged), then the suffix's EOS if any. For a piece in time
         order ``join_fim_rows(fim_rows(rows, a, b)) == rows``.
 

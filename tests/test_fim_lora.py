@@ -46,7 +46,7 @@ def example(reference) -> torch.Tensor:
     rows = np.load(reference / "expected.npz")["input_ids"].astype(np.int64)  # (65, 8)
     span = draw_span(rows, np.random.default_rng(0), 1, 4)
     layout = fim_rows(rows, *span, training=True)
-    assert (layout[:, 0] == FIM_SPAN_ID).sum() == 1
+    assert (layout[:, 0] == FIM_SPAN_ID).sum() == 2
     return torch.from_numpy(layout).reshape(1, -1)
 
 

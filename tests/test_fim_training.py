@@ -126,16 +126,15 @@ def test_fim_windows(songs):
             again = half[index].numpy()
             assert np.array_equal(again, example) or np.array_equal(again, window)  # the same draws at any rate
             seen["fim" if (again[:, 0] == FIM_SPAN_ID).any() else "plain"] += 1
-            assert (example[:, 0] == FIM_SPAN_ID).sum() == 1 and (example[:, 0] == FIM_MIDDLE_ID).sum() == 1
+            assert (example[:, 0] == FIM_SPAN_ID).sum() == 2 and (example[:, 0] == FIM_MIDDLE_ID).sum() == 1
             parts = split_fim_rows(example)
             assert parts.ended or len(parts.suffix) == 0
             span_bars = (parts.end_step - parts.start_step) / 64  # no time signature: 4/4
             assert span_bars == int(span_bars) and 1 <= span_bars <= 8
-            joined = join_fim_rows(example)
-            if len(example) < 128 or len(window) < 128:  # nothing dropped: the window itself
-                np.testing.assert_array_equal(joined, window)
-            else:  # the suffix's tail was dropped: the window's first rows, each event at its step
-                np.testing.assert_array_equal(joined, window[:len(joined)])
+            joined = join_fim_rows(example)  # the window's first rows, each event at its step (no EOS)
+            np.testing.assert_array_equal(joined, window[:len(joined)])
+            if len(window) + 4 <= 128:  # nothing dropped: the whole window but its EOS
+                assert len(joined) == len(window) - (window[-1, 0] == EOS_ID)
             assert np.array_equal(fim[index].numpy(), example)  # a function of (seed, epoch, index)
     assert seen["fim"] > 4 and seen["plain"] > 4
     batch = DataCollatorForMidiEvents()([fim[0], fim[1]])
@@ -153,9 +152,11 @@ def test_fim_window_bars_come_from_the_whole_song(songs):
     for epoch in range(10):
         dataset.set_epoch(epoch)
         example = dataset[0].numpy()
-        if example[0, 0] == BOS_ID or not (example[:, 0] == FIM_SPAN_ID).any():
+        spans = np.flatnonzero(example[:, 0] == FIM_SPAN_ID)
+        if len(spans) == 0 or example[spans[1] + 1, 0] == BOS_ID:
             continue
-        first = next(i for i in range(1, len(rows)) if np.array_equal(rows[i], example[0]))  # the window's start
+        row0 = example[spans[1] + 1]  # the window's first row starts the prefix
+        first = next(i for i in range(1, len(rows)) if np.array_equal(rows[i], row0))
         parts = split_fim_rows(example, previous_step=int(steps[first - 1]))
         assert parts.start_step % 64 == 0 and parts.end_step % 64 == 0
         events = is_event_row(parts.middle)

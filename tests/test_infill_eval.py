@@ -63,10 +63,11 @@ def test_both_figures_score_the_same_span_tokens(pieces):
         past, both = _windows(span)
         m = span.middle[1] - span.middle[0]
         assert (span.end_step - span.start_step) == 2 * 64 and len(past) <= 64 and len(both) <= 64
-        assert both[:, 0].tolist().count(FIM_SPAN_ID) == 1 and both[-m - 1, 0] == FIM_MIDDLE_ID
+        assert both[:, 0].tolist().count(FIM_SPAN_ID) == 2 and both[-m - 1, 0] == FIM_MIDDLE_ID
         parts = split_fim_rows(both, previous_step=int(span.steps[span.first - 1]) if span.first else 0)
         np.testing.assert_array_equal(parts.prefix, past[:-m])  # the same prefix in both
-        np.testing.assert_array_equal(np.delete(parts.middle, 1, axis=1), np.delete(past[-m:], 1, axis=1))
+        np.testing.assert_array_equal(both[-m:], past[-m:])  # the same span rows, ids and all
+        assert len(parts.middle) == m and len(parts.suffix) > 0
         for figure, window in enumerate((past, both)):
             total, tokens = nll_of_last_rows(model, window, m)
             sums[figure] += total

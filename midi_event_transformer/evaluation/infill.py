@@ -6,15 +6,14 @@ at least one event after them and fit the window. The span's event rows (``m`` r
 each time by one forward pass over a window of at most ``window_events`` rows:
 
 * **past only**: ``[c prefix rows][m middle rows]``, the piece as tokenized (left to right);
-* **both sides** (a model trained for FIM): ``[c prefix rows][SPAN][s suffix rows][MIDDLE][m middle rows]``, the FIM
-  layout of ``generation/fim.py`` (no END row).
+* **both sides** (a model trained for FIM): ``[SPAN][s suffix rows][SPAN][c prefix rows][MIDDLE][m middle rows]``,
+  the FIM layout of ``generation/fim.py`` (no END row).
 
 The prefix is the same ``c`` rows in both (the rows right before the span: BOS when the piece starts there), with
-``c = min(rows before the span, (window_events - 2 - m) // 2)``; the suffix takes the ``s`` rows after the span that
-fit the rest of the window. Both figures are the mean ``-log p`` (nats) over the same tokens: the non-pad tokens
-of the span's ``m`` event rows, no sentinel row scored. (The first middle event's ``time1`` id is the one each layout
-carries: beats from the last prefix event left to right, from the span start in the FIM layout; the same event and
-the same number of tokens.)
+``c = min(rows before the span, (window_events - 3 - m) // 2)``; the suffix takes the ``s`` events after the span
+that fit the rest of the window. Both figures are the mean ``-log p`` (nats) over the same tokens: the non-pad
+tokens of the span's ``m`` event rows, which are the same ids in both windows (the layout keeps the middle's rows
+as tokenized), no sentinel row scored.
 
 Example::
 
@@ -108,11 +107,11 @@ def _spans_of(rows: np.ndarray, span_bars: int, window_events: int, count: int,
             continue
         lo, hi = np.searchsorted(event_step, start), np.searchsorted(event_step, end)
         m = int(hi - lo)
-        if m < 1 or hi >= len(index) or m > (window_events - 2) // 2:  # events in it, after it; room for context
+        if m < 1 or hi >= len(index) or m > (window_events - 3) // 2:  # events in it, after it; room for context
             continue
-        c = min(int(index[lo]), (window_events - 2 - m) // 2)  # rows before the span (row 0 included)
+        c = min(int(index[lo]), (window_events - 3 - m) // 2)  # rows before the span (row 0 included)
         first = int(index[lo]) - c
-        s = min(len(rows) - int(index[hi]), window_events - 2 - m - c)
+        s = min(len(index) - int(hi), window_events - 3 - m - c)  # events after the span
         candidates.append(_Span(rows, steps, first, (int(index[lo]), int(index[hi])), int(index[hi]) + s, start, end))
     if not candidates:
         return []

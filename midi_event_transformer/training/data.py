@@ -158,7 +158,7 @@ class MidiWindowDataset(torch.utils.data.Dataset):
 
     Fill in the middle: with ``fim_rate > 0``, that share of windows (drawn per item) become FIM examples
     (``generation.fim.fim_rows(training=True)``): a span of ``fim_bars`` whole bars (uniform, the bars of the whole
-    song from its time signatures) is drawn in the window and the window is laid out prefix / SPAN / suffix /
+    song from its time signatures) is drawn in the window and the window is laid out SPAN / suffix / SPAN / prefix /
     MIDDLE / middle / END, the suffix's tail dropped so that the example keeps at most ``max_events`` rows. Those
     draws use their own generator seeded by ``(seed, epoch, index)``, so the windows themselves (start, augmentation)
     are the same whatever the rate, and a resumed run sees the same examples. A window where no span fits stays
@@ -211,7 +211,7 @@ class MidiWindowDataset(torch.utils.data.Dataset):
         """The FIM layout of the window ``rows = song[start:...]`` (augmented), or ``rows`` when no span fits."""
         steps = event_steps(song)  # (n,) absolute: the window is timed after the event before it
         previous = int(steps[start - 1]) if start else 0
-        overflow = max(0, len(rows) + 3 - self.max_events)  # SPAN, MIDDLE and END rows
+        overflow = max(0, len(rows) + 4 - self.max_events)  # two SPAN rows, MIDDLE and END
         span = draw_span(rows, rng, *self.fim_bars, bars=bar_steps(song, steps=steps), previous_step=previous,
                          min_rows_after=overflow)
         if span is None:

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from midi_event_transformer.generation.fim import (
+    bar_span,
     bar_steps,
     draw_span,
     event_steps,
+    fim_prompt,
     fim_rows,
     fim_steps,
     is_event_row,
@@ -232,6 +234,22 @@ def test_a_prompt_and_generated_rows_past_the_end():
     joined = join_fim_rows(generated)
     assert event_steps(joined)[is_event_row(joined)].tolist() == [0, 20, 40, 46, 90]
     assert not (prompt[:, 0] == EOS_ID).any()  # the grammar would see a finished piece
+
+
+def test_fim_prompt_and_bar_span():
+    rows = random_piece(2, n=80)
+    start, end = bar_span(rows, 3, 6)
+    assert (start, end) == (3 * 64, 6 * 64)
+    prompt = fim_prompt(rows, start, end)
+    layout = fim_rows(rows, start, end)
+    parts = split_fim_rows(layout)
+    np.testing.assert_array_equal(prompt, layout[:parts.middle_at + 1])
+    assert MusicalClock.after(prompt).span == (start, end) and prompt[-1, 0] == FIM_MIDDLE_ID
+    np.testing.assert_array_equal(join_fim_rows(np.concatenate([prompt, parts.middle])), plain(rows))
+    with pytest.raises(ValueError, match="bars"):
+        bar_span(rows, 3, 3)
+    with pytest.raises(ValueError, match="bars"):
+        bar_span(rows, 0, 1000)
 
 
 def test_max_rows_drops_the_suffix_tail():

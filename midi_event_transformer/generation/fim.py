@@ -59,7 +59,7 @@ Example::
     >>> span = draw_span(rows, rng, min_bars=1, max_bars=8)    # (start_step, end_step) on bar lines, or None
     >>> layout = fim_rows(rows, *span, training=True)           # (n + 3 or 4, 8) (n + 2 or 3 with the EOS dropped)
     >>> parts = split_fim_rows(layout)                          # prefix / suffix / middle and their steps
-    >>> prompt = layout[:parts.middle_at + 1]                   # a generation prompt ends with the MIDDLE row
+    >>> prompt = fim_prompt(rows, *bar_span(rows, 8, 12))        # bars 9-12 to write: the layout up to MIDDLE
     >>> np.array_equal(join_fim_rows(layout), rows)             # True for a piece in time order without EOS
 """
 
@@ -315,6 +315,41 @@ def fim_rows(rows: np.ndarray, start_step: int, end_step: int, *, training: bool
     return np.concatenate([opening[None], suffix, closing[None], rows[prefix_index], middle_at[None], middle, end])
 
 
+def fim_prompt(rows: np.ndarray, start_step: int, end_step: int, *, previous_step: int = 0,
+               max_rows: int | None = None) -> np.ndarray:
+    """A generation prompt: the FIM layout of ``rows`` up to and including the MIDDLE row (the piece's own events
+    in the span left out, to be written by the model).
+
+    Args and Raises: as :func:`fim_rows` (``max_rows`` counts the prompt's rows).
+
+    Returns:
+        ``(k, 8)`` int64: SPAN, suffix, SPAN, prefix, MIDDLE. Generate after it, read the steps with
+        ``MusicalClock`` (its ``span`` is ``(start_step, end_step)`` once the MIDDLE row is read) and stop at the
+        first event at or past ``end_step`` (or EOS); :func:`join_fim_rows` of prompt + generated rows gives the
+        piece.
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, TOKENS_PER_EVENT)
+    steps = event_steps(rows, previous_step)
+    inside = is_event_row(rows) & (steps >= start_step) & (steps < end_step)
+    inside[0] = False
+    limit = None if max_rows is None else max_rows + int(inside.sum())
+    layout = fim_rows(rows, start_step, end_step, previous_step=previous_step, max_rows=limit)
+    return layout[:int(np.flatnonzero(layout[:, 0] == FIM_MIDDLE_ID)[0]) + 1]
+
+
+def bar_span(rows: np.ndarray, start_bar: int, end_bar: int) -> tuple[int, int]:
+    """Steps ``(start_step, end_step)`` of bars ``start_bar`` (0 = the first bar) to ``end_bar`` (excluded) of a piece,
+    from :func:`bar_steps`.
+
+    Raises:
+        ValueError: ``not 0 <= start_bar < end_bar``, or ``end_bar`` past the bar after the piece's last event.
+    """
+    bars = bar_steps(rows)
+    if not 0 <= start_bar < end_bar <= len(bars) - 1:
+        raise ValueError(f"bars [{start_bar}, {end_bar}) are not within the piece's {len(bars) - 1} bars")
+    return int(bars[start_bar]), int(bars[end_bar])
+
+
 class _LayoutReader:
     """Steps of rows read one by one, as ``musical_time.MusicalClock.advance`` reads them (without seconds/bars)."""
 
@@ -480,9 +515,11 @@ def draw_span(rows: np.ndarray, rng: np.random.Generator, min_bars: int = 1, max
 
 __all__ = [
     "FimParts",
+    "bar_span",
     "bar_steps",
     "draw_span",
     "event_steps",
+    "fim_prompt",
     "fim_rows",
     "fim_steps",
     "is_event_row",

@@ -94,8 +94,8 @@ class FimParts:
     """A FIM layout read back (:func:`split_fim_rows`).
 
     Attributes:
-        prefix: ``(p, 8)`` rows between the two SPAN rows' successor and MIDDLE (row 0 of the piece first), as in
-            the layout (= as tokenized).
+        prefix: ``(p, 8)`` rows between the closing SPAN row and MIDDLE (row 0 of the piece first), as in the layout
+            (= as tokenized).
         suffix: ``(s, 8)`` rows between the two SPAN rows, as in the layout (the first event timed from ``end_step``'s
             beat).
         middle: ``(m, 8)`` event rows after MIDDLE that start before ``end_step``, up to the first row that does

@@ -54,6 +54,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "draw_piano_roll": "evaluation.pianoroll",
     "render_audio": "evaluation.audio",
     "evaluate_nll": "evaluation.nll",
+    "evaluate_infill": "evaluation.infill",
     "compare_statistics": "evaluation.statistics",
 }
 

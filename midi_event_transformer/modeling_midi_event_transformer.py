@@ -41,6 +41,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .cache_midi_event_transformer import KeyValueBuffer, MidiEventTransformerCache
 from .configuration_midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerLevelConfig
 from .losses import fused_flat_causal_lm_loss
+from .vocabulary import FIM_VOCAB_SIZE
 
 #: transformers' name for the cache: in ``generate``'s model keyword arguments (what ``prepare_inputs_for_generation``
 #: and a ``custom_generate`` callable receive) and in model outputs. ``cache`` from transformers 5.24 on,
@@ -579,6 +580,57 @@ class MidiEventTransformerForCausalLM(MidiEventTransformerPreTrainedModel, Gener
             else:
                 loss = flat_causal_lm_loss(logits, labels, self.config.pad_token_id, k, label_offset=past)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_ARGUMENT: cache if use_cache else None})
+
+    # ----------------------------------------------------------------- vocabulary
+    @torch.no_grad()
+    def resize_for_fim(self, fill_in_the_middle: bool = True) -> MidiEventTransformerForCausalLM:
+        """Grow the vocabulary to the fill-in-the-middle sentinels (``vocabulary.FIM_VOCAB_SIZE``, 3408 ids), in place.
+
+        Three tables get ``FIM_VOCAB_SIZE - vocab_size`` new rows: the event level's and the token level's
+        ``embed_tokens`` (``(V, H)`` -> ``(3408, H)``) and ``lm_head`` (``(V, H)`` -> ``(3408, H)``, untied). Each new row
+        is the mean of the table's existing rows (the pad row left out), so the sentinels start as an average token;
+        every existing row is kept, so the logits of the old ids on a sequence without sentinels do not change (the
+        softmax over them does, by the mass the new ids take). ``config.vocab_size`` becomes 3408.
+
+        Args:
+            fill_in_the_middle (`bool`, defaults to `True`): set ``config.fill_in_the_middle`` (the model will be
+                trained on FIM examples); False only makes room for the sentinels (e.g. a control run that trains
+                the same resized model left to right).
+
+        Returns ``self``. A model that already has the sentinel ids keeps its weights (only the flag is set). Call it
+        before building the optimizer, compiling or wrapping the model (LoRA: resize the base first).
+        """
+        old = self.config.vocab_size
+        if old < FIM_VOCAB_SIZE:
+            pad = self.config.pad_token_id
+            for stack in (self.net, self.net_token):
+                stack.embed_tokens = self._grown_embedding(stack.embed_tokens, FIM_VOCAB_SIZE, pad)
+            weight = self.lm_head.weight  # (V, H)
+            head = nn.Linear(weight.shape[1], FIM_VOCAB_SIZE, bias=False, dtype=weight.dtype, device=weight.device)
+            head.weight.copy_(self._grown_rows(weight, FIM_VOCAB_SIZE, pad))
+            head.weight.requires_grad_(weight.requires_grad)
+            self.lm_head = head
+            self.config.vocab_size = FIM_VOCAB_SIZE
+        if fill_in_the_middle:
+            self.config.fill_in_the_middle = True
+        return self
+
+    @staticmethod
+    def _grown_rows(weight: torch.Tensor, size: int, skip_row: int | None) -> torch.Tensor:
+        """``weight`` (V, H) followed by ``size - V`` copies of the mean of its rows (``skip_row`` left out)."""
+        rows = weight.float()
+        if skip_row is not None and 0 <= skip_row < len(rows):
+            rows = torch.cat([rows[:skip_row], rows[skip_row + 1:]])
+        mean = rows.mean(dim=0, keepdim=True).to(weight.dtype)  # (1, H)
+        return torch.cat([weight, mean.expand(size - weight.shape[0], -1)])  # (size, H)
+
+    @classmethod
+    def _grown_embedding(cls, embedding: nn.Embedding, size: int, pad: int) -> nn.Embedding:
+        weight = embedding.weight
+        grown = nn.Embedding(size, weight.shape[1], embedding.padding_idx, dtype=weight.dtype, device=weight.device)
+        grown.weight.copy_(cls._grown_rows(weight, size, pad))
+        grown.weight.requires_grad_(weight.requires_grad)
+        return grown
 
     # ----------------------------------------------------------------- training speed
     def compile_layers(self, **compile_kwargs: Any) -> MidiEventTransformerForCausalLM:

@@ -87,10 +87,11 @@ PARAMETER_OFFSETS: dict[str, int] = _parameter_offsets()
 VOCAB_SIZE: int = 3 + len(EVENT_TYPES) + sum(PARAMETER_SIZES.values())
 assert VOCAB_SIZE == 3406 and TOKENS_PER_EVENT == 1 + max(len(p) for p in EVENT_PARAMETERS.values())
 
-#: Fill-in-the-middle sentinel opening the span row: ``[FIM_SPAN_ID, time1, time2, time1, time2, pad x3]``
-#: (where the span starts and how long it is; see ``generation/fim.py``).
+#: Fill-in-the-middle sentinel of the two rows around the suffix: ``[FIM_SPAN_ID, time1, time1, time2, pad x4]`` (where
+#: the span ends) before it, ``[FIM_SPAN_ID, pad x7]`` after it (see ``generation/fim.py``).
 FIM_SPAN_ID: int = VOCAB_SIZE
-#: Fill-in-the-middle sentinel of the middle row ``[FIM_MIDDLE_ID, pad x7]``: the span's events follow.
+#: Fill-in-the-middle sentinel of the middle row ``[FIM_MIDDLE_ID, time1, time2, time1, time2, pad x3]`` (where the
+#: span starts after the prefix and how long it is): the span's events follow.
 FIM_MIDDLE_ID: int = VOCAB_SIZE + 1
 #: Vocabulary size of a model trained for fill-in-the-middle (the reference's ids + the two sentinels).
 FIM_VOCAB_SIZE: int = VOCAB_SIZE + 2

@@ -4,6 +4,9 @@
     # per-token / per-event NLL and accuracy on a folder of held-out songs (windows of 513 events, stride 512)
     python scripts/evaluate.py nll --model out/model --data heldout/ [--file-list heldout.txt] [--limit 20]
 
+    # infilling: per-token NLL of held-out spans of 4 bars given the past only / both sides (a FIM-trained model)
+    python scripts/evaluate.py infill --model out/model --file-list out/validation_files.txt --span-bars 4
+
     # statistics of generated files next to a reference folder, with one comparison PNG
     python scripts/evaluate.py stats --generated out/samples --reference ../shared/midi/pop909 --png stats.png
 
@@ -72,6 +75,36 @@ def run_nll(args: argparse.Namespace) -> dict:
                          "python": platform.python_version()}}
 
 
+def run_infill(args: argparse.Namespace) -> dict:
+    import torch
+
+    from midi_event_transformer import MidiEventTransformerForCausalLM, MidiEventTransformerTokenizer
+    from midi_event_transformer.evaluation.infill import evaluate_infill
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    model = MidiEventTransformerForCausalLM.from_pretrained(args.model, dtype=dtype)
+    if args.adapter:
+        from midi_event_transformer.training.lora import load_adapter
+
+        model = load_adapter(model, args.adapter, merge=True)
+    model = model.to(args.device)
+    try:
+        tokenizer = MidiEventTransformerTokenizer.from_pretrained(args.model)
+    except (OSError, ValueError):
+        tokenizer = MidiEventTransformerTokenizer()
+    files = _files(args.data, args.file_list, args.limit)
+    both_sides = {"auto": None, "yes": True, "no": False}[args.both_sides]
+    start = time.perf_counter()
+    result = evaluate_infill(model, tokenizer, files, span_bars=args.span_bars, seed=args.seed,
+                             spans_per_file=args.spans_per_file, window_events=args.window_events,
+                             batch_size=args.batch_size, both_sides=both_sides, progress=not args.quiet)
+    return {"model": args.model, "adapter": args.adapter,
+            "fill_in_the_middle": bool(getattr(model.config, "fill_in_the_middle", False)), **result.to_dict(),
+            "seconds": round(time.perf_counter() - start, 2), "dtype": args.dtype, "device": args.device}
+
+
 def run_stats(args: argparse.Namespace) -> dict:
     from midi_event_transformer.evaluation.statistics import compare_statistics, draw_statistics_comparison
 
@@ -105,6 +138,24 @@ def main(argv: list[str] | None = None) -> int:
     nll.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     nll.set_defaults(handler=run_nll)
 
+    infill = commands.add_parser("infill", help="NLL of held-out spans given the past only and given both sides")
+    infill.add_argument("--model", required=True, help="model folder, Hub id or SkyTNT checkpoint folder")
+    infill.add_argument("--adapter", default=None, help="a LoRA adapter folder to load onto --model (merged)")
+    infill.add_argument("--data", nargs="*", default=[], help="MIDI files or folders (searched recursively)")
+    infill.add_argument("--file-list", help="text file with one MIDI path per line (relative to the list's folder)")
+    infill.add_argument("--limit", type=int, default=None, help="use only the first N files")
+    infill.add_argument("--span-bars", type=int, default=4, help="span length in bars (from the time signatures)")
+    infill.add_argument("--spans-per-file", type=int, default=1)
+    infill.add_argument("--seed", type=int, default=0, help="picks the spans")
+    infill.add_argument("--window-events", type=int, default=512, help="rows of the longest window scored")
+    infill.add_argument("--both-sides", default="auto", choices=["auto", "yes", "no"],
+                        help="score the FIM layout too (auto: when the model was trained for fill in the middle)")
+    infill.add_argument("--batch-size", type=int, default=4)
+    infill.add_argument("--device", default="cpu")
+    infill.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    infill.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    infill.set_defaults(handler=run_infill)
+
     stats = commands.add_parser("stats", help="objective statistics of generated files vs a reference folder")
     stats.add_argument("--generated", nargs="+", required=True, help="generated MIDI files or folders")
     stats.add_argument("--reference", nargs="*", default=[], help="reference MIDI files or folders")
@@ -118,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--per-file", action="store_true", help="also print each file's values")
     stats.set_defaults(handler=run_stats)
 
-    for sub in (nll, stats):
+    for sub in (nll, infill, stats):
         sub.add_argument("--output", help="also write the JSON here")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -43,7 +43,7 @@ from midi_event_transformer.training.data import (
     split_by_file,
     tokenize_midi_dataset,
 )
-from midi_event_transformer.training.lora import LORA_TARGET_MODULES, add_lora
+from midi_event_transformer.training.lora import LORA_TARGET_MODULES, add_lora, write_fim_record
 from midi_event_transformer.vocabulary import PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger("train")
@@ -57,6 +57,9 @@ class ModelArguments:
     torch_compile: bool = field(default=False, metadata={
         "help": "compile each decoder layer with torch.compile (MidiEventTransformerForCausalLM.compile_layers): "
                 "on CPU ~15%% faster steps under bf16 autocast, 0-10%% in fp32; needs a C++ compiler"})
+    fim_vocab: bool = field(default=False, metadata={
+        "help": "give the model the fill-in-the-middle sentinel ids (model.resize_for_fim) even with --fim_rate 0: a "
+                "left-to-right control run of the same resized model (--fim_rate > 0 always resizes)"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager"})
     token_attn_implementation: str = field(default="auto", metadata={
         "help": "the token transformer's attention: sdpa, eager, or auto = eager under bf16 autocast on CPU (its "
@@ -73,6 +76,11 @@ class DataArguments:
     validation_fraction: float = field(default=0.05)
     augment: bool = field(default=True)
     quality_filter: bool = field(default=False)
+    fim_rate: float = field(default=0.0, metadata={
+        "help": "share of training windows laid out as fill-in-the-middle examples (generation/fim.py); > 0 resizes "
+                "the model's vocabulary for the two sentinel ids first and marks it fill_in_the_middle"})
+    fim_min_bars: int = field(default=1, metadata={"help": "shortest FIM span, in bars"})
+    fim_max_bars: int = field(default=8, metadata={"help": "longest FIM span, in bars"})
 
 
 @dataclass
@@ -142,16 +150,23 @@ def attention_implementations(args: ModelArguments, mixed_precision: str, device
     return {"": args.attn_implementation, "token_config": token}
 
 
-def build_model(args: ModelArguments, attn_implementation: dict[str, str] | None = None,
+def build_model(args: ModelArguments, attn_implementation: dict[str, str] | None = None, fim_rate: float = 0.0,
                 ) -> MidiEventTransformerForCausalLM:
+    """The model to train: a named shape, a config file or ``--init_from``; resized for the FIM sentinel ids when
+    ``fim_rate > 0`` or ``--fim_vocab`` (marked fill_in_the_middle only when ``fim_rate > 0``)."""
     if args.init_from:
-        model = MidiEventTransformerForCausalLM.from_pretrained(args.init_from, attn_implementation=attn_implementation)
+        # float32 master weights whatever the checkpoint's dtype (a bf16 checkpoint would otherwise train in bf16,
+        # where AdamW's small updates round away; --mixed_precision bf16 is autocast over these)
+        model = MidiEventTransformerForCausalLM.from_pretrained(args.init_from, attn_implementation=attn_implementation,
+                                                                dtype=torch.float32)
     elif args.model.endswith(".json") or os.path.isdir(args.model):
         config = MidiEventTransformerConfig.from_pretrained(args.model, attn_implementation=attn_implementation)
         model = MidiEventTransformerForCausalLM(config)
     else:
         config = MidiEventTransformerConfig.from_name(args.model, attn_implementation=attn_implementation)
         model = MidiEventTransformerForCausalLM(config)
+    if fim_rate > 0 or args.fim_vocab:
+        model.resize_for_fim(fill_in_the_middle=fim_rate > 0)
     if args.gradient_checkpointing:  # newer transformers rename gradient_checkpointing_enable
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable()
@@ -338,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
             "".join(f"{os.path.abspath(name) if os.path.exists(name) else name}\n"
                     for name in splits["validation"]["name"]))
     train_set = MidiWindowDataset(splits["train"], data_args.max_events, tokenizer=tokenizer,
-                                  augment=data_args.augment, seed=train_args.seed)
+                                  augment=data_args.augment, seed=train_args.seed, fim_rate=data_args.fim_rate,
+                                  fim_bars=(data_args.fim_min_bars, data_args.fim_max_bars))
     val_rows = [r.reshape(-1, TOKENS_PER_EVENT) for r in splits["validation"].with_format("numpy")["input_ids"]]
     loader = DataLoader(train_set, batch_size=train_args.batch_size, shuffle=True, drop_last=True,
                         collate_fn=DataCollatorForMidiEvents())
@@ -346,10 +362,12 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"{len(train_set)} training files is fewer than one batch of {train_args.batch_size}")
 
     # ---- model and optimisation
-    model = build_model(model_args, attention)
+    model = build_model(model_args, attention, data_args.fim_rate)
     if lora_args.lora:
+        # a base resized for FIM trains its sentinel rows too (peft trainable_token_indices, training/lora.py)
         model = add_lora(model, r=lora_args.lora_rank, lora_alpha=lora_args.lora_alpha,
-                         lora_dropout=lora_args.lora_dropout, target_modules=lora_args.lora_target_modules)
+                         lora_dropout=lora_args.lora_dropout, target_modules=lora_args.lora_target_modules,
+                         fim=data_args.fim_rate > 0 or model_args.fim_vocab)
     model.train()
     optimizer = torch.optim.AdamW(optimizer_groups(model, train_args.weight_decay), lr=train_args.learning_rate,
                                   betas=(0.9, 0.99), eps=1e-8)
@@ -451,7 +469,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     final_dir = output_dir / "final"
     model = accelerator.unwrap_model(model)
-    model.save_pretrained(final_dir)
+    if lora_args.lora and (data_args.fim_rate > 0 or model_args.fim_vocab):
+        # the sentinel rows are in the adapter (trainable tokens); load_adapter resizes the base from the record
+        model.save_pretrained(final_dir, save_embedding_layers=False)
+        write_fim_record(final_dir, fill_in_the_middle=data_args.fim_rate > 0)
+    else:
+        model.save_pretrained(final_dir)
     tokenizer.save_pretrained(final_dir)
     draw_training_curve(metrics_path, output_dir / "training_curve.png")
     evaluation = None

@@ -33,6 +33,7 @@ from ..vocabulary import (
     FIM_MIDDLE_ID,
     FIM_SPAN_ID,
     PARAMETER_OFFSETS,
+    PARAMETER_SIZES,
     STEPS_PER_BEAT,
 )
 from .note_list import DEFAULT_TEMPO
@@ -62,13 +63,15 @@ class MusicalClock:
         tempo: microseconds per beat in force after that event (as the decoded file writes it).
         steps_per_bar: bar length in force after that event (64 in 4/4).
         span: in a fill-in-the-middle layout (``generation/fim.py``), the span ``(start_step, end_step)`` of the
-            SPAN row read (None before one).
-        span_start: the clock at the span start, where the MIDDLE row returns to (None before a SPAN row).
+            MIDDLE row read (None before one): the middle that follows it is over at an event at or past
+            ``end_step``.
+        suffix_origin: while reading a layout's suffix (between its two SPAN rows), the clock to return to.
 
-    A fill-in-the-middle layout reads as one timeline: the SPAN row sets :attr:`span` and jumps to the span end
-    (the suffix is timed from there), the MIDDLE row returns to :attr:`span_start`, so each event reads at its
-    original step. The seconds and bars of the suffix assume that the span changes neither tempo nor time signature
-    (the middle is not known yet); those of the middle are exact.
+    A fill-in-the-middle layout reads as one timeline: the opening SPAN row jumps to the span end (the suffix is
+    timed from there), the closing one returns to where the clock was before, the MIDDLE row notes :attr:`span`
+    without moving (the middle continues the prefix), so each event reads at its original step. The seconds and
+    bars of the suffix assume the tempo and time signature in force before the layout (the prefix and the middle
+    are not read yet); those of the prefix and the middle are exact.
     """
 
     step: int = 0
@@ -77,7 +80,7 @@ class MusicalClock:
     tempo: int = DEFAULT_TEMPO
     steps_per_bar: float = 4.0 * STEPS_PER_BEAT
     span: tuple[int, int] | None = None
-    span_start: MusicalClock | None = field(default=None, repr=False)
+    suffix_origin: MusicalClock | None = field(default=None, repr=False)
 
     def at(self, step: int) -> tuple[float, float]:
         """``(seconds, bars)`` of ``step`` (at or after :attr:`step`) with the tempo and bar length in force."""
@@ -89,20 +92,20 @@ class MusicalClock:
         sentinel rows move the clock (see the class docstring)."""
         first = int(row[0])
         if first == FIM_SPAN_ID:
-            start = event_step(self.step, row[:3])
-            end = event_step(start, [row[0], row[3], row[4]])
-            self.seconds, self.bars = self.at(start)
-            self.step = start
-            self.span_start = replace(self, span=None, span_start=None)
-            self.span = (start, end)
-            self.seconds, self.bars = self.at(end)
-            self.step = end
-            return
-        if first == FIM_MIDDLE_ID:
-            if self.span_start is not None:
-                back = self.span_start
+            if self.suffix_origin is None:  # opening: the span end, counted in beats from here (two time1 ids)
+                self.suffix_origin = replace(self, span=None, suffix_origin=None)
+                beats = (int(row[1]) - _TIME1) * PARAMETER_SIZES["time1"] + int(row[2]) - _TIME1
+                end = (self.step // STEPS_PER_BEAT + beats) * STEPS_PER_BEAT + int(row[3]) - _TIME2
+                self.seconds, self.bars = self.at(end)
+                self.step = end
+            else:  # closing: back to the clock before the suffix
+                back, self.suffix_origin = self.suffix_origin, None
                 self.step, self.seconds, self.bars = back.step, back.seconds, back.bars
                 self.tempo, self.steps_per_bar = back.tempo, back.steps_per_bar
+            return
+        if first == FIM_MIDDLE_ID:
+            start = event_step(self.step, row[:3])
+            self.span = (start, event_step(start, [row[0], row[3], row[4]]))
             return
         if first not in _EVENT_IDS:
             return

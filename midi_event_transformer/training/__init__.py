@@ -1,1 +1,2 @@
-"""Training: tokenized datasets, windows and the collator, LoRA adapters. Depends on the core only."""
+"""Training: tokenized datasets, windows (plain or fill-in-the-middle) and the collator, LoRA adapters. Depends on
+the core and on ``generation.fim`` (the FIM layout) only."""

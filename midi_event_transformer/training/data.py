@@ -8,7 +8,8 @@ Three steps, each usable alone:
    are skipped, counted and listed with their reason in a report file: one bad file never aborts a run.
 2. :class:`MidiWindowDataset` cuts a window of at most ``max_events`` events from each song, with a
    random start as the reference does, and applies the tokenizer's augmentation on the fly. The
-   randomness is a pure function of ``(seed, epoch, index)``, so a resumed run sees the same data.
+   randomness is a pure function of ``(seed, epoch, index)``, so a resumed run sees the same data. With
+   ``fim_rate > 0`` that share of windows become fill-in-the-middle examples (``generation/fim.py``).
 3. :class:`DataCollatorForMidiEvents` pads a batch by whole events (right or left), builds the
    ``attention_mask`` and the ``labels`` (pad -> -100).
 """
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidMidiError
+from ..generation.fim import bar_steps, draw_span, event_steps, fim_rows
 from ..midi_reading import find_midi_files
 from ..vocabulary import PAD_ID, TOKENS_PER_EVENT
 
@@ -153,17 +155,33 @@ class MidiWindowDataset(torch.utils.data.Dataset):
     The start is random as in the reference (half of the draws start at the song's first event), and
     ``augment=True`` applies ``tokenizer.augment``. Randomness depends only on ``(seed, epoch, index)``:
     call :meth:`set_epoch` each epoch. With ``random_start=False`` the window starts at the first event.
+
+    Fill in the middle: with ``fim_rate > 0``, that share of windows (drawn per item) become FIM examples
+    (``generation.fim.fim_rows(training=True)``): a span of ``fim_bars`` whole bars (uniform, the bars of the whole
+    song from its time signatures) is drawn in the window and the window is laid out SPAN / suffix / SPAN / prefix /
+    MIDDLE / middle / END, the suffix's tail dropped so that the example keeps at most ``max_events`` rows. Those
+    draws use their own generator seeded by ``(seed, epoch, index)``, so the windows themselves (start, augmentation)
+    are the same whatever the rate, and a resumed run sees the same examples. A window where no span fits stays
+    plain. The model needs the sentinel ids (``model.resize_for_fim()``).
     """
 
     def __init__(self, dataset: datasets.Dataset, max_events: int = 512, *, tokenizer: Any = None,
-                 augment: bool = False, random_start: bool = True, seed: int = 0) -> None:
+                 augment: bool = False, random_start: bool = True, seed: int = 0, fim_rate: float = 0.0,
+                 fim_bars: tuple[int, int] = (1, 8)) -> None:
         if max_events < 2:
             raise ValueError(f"max_events must be >= 2 (context + one predicted event), got {max_events}")
         if augment and tokenizer is None:
             raise ValueError("augment=True needs the tokenizer (its augment method)")
+        if not 0.0 <= fim_rate <= 1.0:
+            raise ValueError(f"fim_rate must be in [0, 1], got {fim_rate}")
+        if not 1 <= fim_bars[0] <= fim_bars[1]:
+            raise ValueError(f"fim_bars must be (min, max) with 1 <= min <= max, got {fim_bars}")
+        if fim_rate and max_events < 8:
+            raise ValueError(f"fill-in-the-middle examples need max_events >= 8, got {max_events}")
         self.dataset = dataset.with_format("numpy", columns=["input_ids"])
         self.max_events, self.tokenizer = max_events, tokenizer
         self.augment, self.random_start, self.seed, self.epoch = augment, random_start, seed, 0
+        self.fim_rate, self.fim_bars = fim_rate, (int(fim_bars[0]), int(fim_bars[1]))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -179,10 +197,26 @@ class MidiWindowDataset(torch.utils.data.Dataset):
             start = start if rng.random() < 0.5 else 0
         else:
             start = 0
+        song = rows
         rows = rows[start:start + self.max_events]
         if self.augment:
             rows = self.tokenizer.augment(rows, generator=rng)
+        if self.fim_rate:
+            fim_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            if fim_rng.random() < self.fim_rate:
+                rows = self._fim_example(song, start, rows, fim_rng)
         return torch.from_numpy(np.ascontiguousarray(rows))
+
+    def _fim_example(self, song: np.ndarray, start: int, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The FIM layout of the window ``rows = song[start:...]`` (augmented), or ``rows`` when no span fits."""
+        steps = event_steps(song)  # (n,) absolute: the window is timed after the event before it
+        previous = int(steps[start - 1]) if start else 0
+        overflow = max(0, len(rows) + 4 - self.max_events)  # two SPAN rows, MIDDLE and END
+        span = draw_span(rows, rng, *self.fim_bars, bars=bar_steps(song, steps=steps), previous_step=previous,
+                         min_rows_after=overflow)
+        if span is None:
+            return rows
+        return fim_rows(rows, *span, training=True, previous_step=previous, max_rows=self.max_events)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from generation_helpers import (
 )
 
 from midi_event_transformer import DEFAULT_MODEL, generate_midi
-from midi_event_transformer.generation.fim import fim_steps
+from midi_event_transformer.generation.fim import split_fim_rows
 from midi_event_transformer.generation.infilling import (
     InfillPlan,
     assemble_infill,
@@ -188,13 +188,15 @@ def test_both_sides_prompt_is_a_fim_layout_read_at_the_original_steps(rows):
     plan = plan_infill(rows, start, end)
     both = with_both_sides(plan, context_events=512)
     prompt = both.prompt_rows
-    assert [int(i) for i in prompt[:, 0]].count(FIM_SPAN_ID) == 1 and both.prompt_step == start
-    span_at = int(np.flatnonzero(prompt[:, 0] == FIM_SPAN_ID)[0])
-    np.testing.assert_array_equal(prompt[:span_at], plan.prefix_rows)
-    np.testing.assert_array_equal(fim_steps(prompt)[span_at + 1:-1], plan.suffix_steps[:len(prompt) - span_at - 2])
-    assert MusicalClock.after(prompt).step == start  # after MIDDLE the clock is back at the span's start
-    small = with_both_sides(plan, context_events=len(plan.kept_rows) + plan.max_model_events + 12)
-    assert len(small.prompt_rows) == 12 and small.prompt_rows[-1, 0] == FIM_MIDDLE_ID  # both sides cut to fit
+    assert [int(i) for i in prompt[:, 0]].count(FIM_SPAN_ID) == 2 and prompt[-1, 0] == FIM_MIDDLE_ID
+    assert both.prompt_step == plan.prompt_step  # the model's first event is timed from the prefix's last
+    parts = split_fim_rows(prompt)
+    np.testing.assert_array_equal(parts.prefix, plan.prefix_rows)
+    np.testing.assert_array_equal(parts.suffix_steps, plan.suffix_steps[:len(parts.suffix)])
+    assert (parts.start_step, parts.end_step) == (start, end)
+    assert MusicalClock.after(prompt).step == plan.prompt_step
+    small = with_both_sides(plan, context_events=len(plan.kept_rows) + plan.max_model_events + 13)
+    assert len(small.prompt_rows) == 13 and small.prompt_rows[-1, 0] == FIM_MIDDLE_ID  # both sides cut to fit
     with pytest.raises(ValueError, match="no room for both sides"):
         with_both_sides(plan, context_events=len(plan.kept_rows) + plan.max_model_events)
 

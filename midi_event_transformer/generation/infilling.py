@@ -49,7 +49,7 @@ from ..vocabulary import (
     PARAMETER_SIZES,
     TOKENS_PER_EVENT,
 )
-from .fim import fim_rows
+from .fim import fim_prompt
 from .musical_time import STEPS_PER_BEAT, MusicalClock, event_step
 from .track_editing import NO_KEPT_NOTES, check_events_per_beat, event_steps, whole_piece
 
@@ -302,15 +302,17 @@ def plan_infill(rows: Any, start_step: int, end_step: int, *, tracks: Sequence[i
 
 
 def with_both_sides(plan: InfillPlan, context_events: int) -> InfillPlan:
-    """``plan`` with a FIM prompt (the model reads the suffix first; see the module docstring): the prefix's last
-    events, SPAN, the suffix's first events, MIDDLE, within ``context_events`` together with the model's part.
+    """``plan`` with a FIM prompt (the model reads the suffix first; see the module docstring and
+    ``generation.fim``): the suffix's first events, then the prefix's last events and the MIDDLE row, within
+    ``context_events`` together with the model's part. The model's first event is still timed from the prefix's
+    last event.
 
     Raises:
         ValueError: the span does not fit the layout (more than 127 beats long, or starting more than 127 beats
             after the prefix's last event), or the model's part leaves too little of the context for both sides.
     """
     middle = len(plan.kept_rows) + plan.max_model_events
-    room = context_events - middle - 2  # SPAN and MIDDLE rows
+    room = context_events - middle - 3  # the two SPAN rows and MIDDLE
     if room < 2:
         raise ValueError(f"the span's events (up to {middle}) leave no room for both sides in a context of "
                          f"{context_events} events")
@@ -318,19 +320,13 @@ def with_both_sides(plan: InfillPlan, context_events: int) -> InfillPlan:
     keep_prefix = min(len(plan.prefix_rows), max(1, room * 2 // 3))  # the past weighs more: two thirds
     keep_suffix = min(len(plan.suffix_rows), room - keep_prefix)
     first = len(plan.prefix_rows) - keep_prefix
-    window = np.concatenate([plan.prefix_rows[first:], plan.suffix_rows[:keep_suffix]])
-    suffix = window[keep_prefix:].copy()
-    if len(suffix):  # the suffix's first row as read after the prefix's last event (fim_rows re-times it)
-        beats = int(plan.suffix_steps[0]) // STEPS_PER_BEAT - int(prefix_steps[-1]) // STEPS_PER_BEAT
-        if beats > _MOST_BEATS:
-            raise ValueError(f"the span leaves {beats} beats between the prefix and the suffix, more than a row's "
-                             f"time holds ({_MOST_BEATS})")
-        suffix[0, 1] = PARAMETER_OFFSETS["time1"] + beats
-    window = np.concatenate([window[:keep_prefix], suffix])
+    suffix = plan.suffix_rows[:keep_suffix].copy()
+    if len(suffix):  # the piece without the span: its first suffix row timed from the prefix's last event
+        suffix[0, 1] = PARAMETER_OFFSETS["time1"] + _beats_between(int(prefix_steps[-1]), int(plan.suffix_steps[0]))
     previous = int(prefix_steps[first - 1]) if first > 0 else 0
-    layout = fim_rows(window, plan.start_step, plan.end_step, previous_step=previous)
-    prompt = layout[:int(np.flatnonzero(layout[:, 0] == FIM_MIDDLE_ID)[0]) + 1]
-    return dataclasses.replace(plan, prompt_rows=prompt, prompt_step=plan.start_step)
+    window = np.concatenate([plan.prefix_rows[first:], suffix])
+    prompt = fim_prompt(window, plan.start_step, plan.end_step, previous_step=previous)
+    return dataclasses.replace(plan, prompt_rows=prompt)
 
 
 # ============================================================================================ the result

@@ -67,6 +67,7 @@ OPTION_METADATA: dict[str, str] = {
     "cli_choices": "the flag's choices",
     "cli_append": "True: the flag may be repeated, its values joined with commas",
     "app_default": "the web app's default where it differs from the field's (with its reason in a comment)",
+    "not_with_infill": "True: a prompt option an infill (infill_bars / infill_seconds) cannot be combined with",
 }
 
 
@@ -139,7 +140,7 @@ class PromptOptions:
     prompt_events: int | None = field(default=None, metadata={
         "help": f"how many of the prompt's events to keep, BOS included (default {DEFAULT_PROMPT_EVENTS}, as the "
                 "reference app)",
-        "cli_metavar": "N", "cli_group": "prompt"})
+        "cli_metavar": "N", "cli_group": "prompt", "not_with_infill": True})
     instruments: Sequence[str | int] | str | None = field(default=None, metadata={
         "help": "General MIDI instrument names or program numbers 0-127 for a new piece, a list or "
                 "comma-separated (e.g. \"Acoustic Grand Piano, Violin\"); the model then keeps to them (no patch "
@@ -164,19 +165,19 @@ class PromptOptions:
                 "kit name or \"drums\"; the other tracks are kept note for note and the model writes the new one "
                 "between their events (constrained decoding, see track_editing); the piece ends where the prompt "
                 "ends",
-        "cli_metavar": "INSTRUMENT", "cli_group": "edit"})
+        "cli_metavar": "INSTRUMENT", "cli_group": "edit", "not_with_infill": True})
     regenerate_track: int | None = field(default=None, metadata={
         "help": "write the prompt's track of this number (numbered as the tokenize command shows them) again, on "
                 "its channel and program, the other tracks kept",
-        "cli_metavar": "N", "cli_group": "edit"})
+        "cli_metavar": "N", "cli_group": "edit", "not_with_infill": True})
     seconds: float | None = field(default=None, metadata={
         "help": "stop at the first event at or past this many seconds after the prompt (from the start with a "
                 "track edit), tempo changes counted; notes still sounding end there, and so does the file",
-        "cli_metavar": "S", "cli_group": "length"})
+        "cli_metavar": "S", "cli_group": "length", "not_with_infill": True})
     bars: float | None = field(default=None, metadata={
         "help": "stop at this many bars after the prompt (from the start with a track edit), time-signature "
                 "changes counted; otherwise as seconds",
-        "cli_metavar": "B", "cli_group": "length"})
+        "cli_metavar": "B", "cli_group": "length", "not_with_infill": True})
     infill_bars: tuple[int, int] | str | None = field(default=None, metadata={
         "help": "rewrite these bars of the prompt (the whole piece), both included: (9, 12) or \"9-12\"; bar 1 starts "
                 "at time 0, bars counted with the prompt's time signatures. Every note that starts outside them is "
@@ -230,8 +231,8 @@ class PromptOptions:
             check_span(self.infill_bars, self.infill_seconds)
             if self.prompt is None:
                 raise ValueError("infill_bars / infill_seconds need a prompt: the piece whose passage is rewritten")
-            combined = [name for name in ("add_track", "regenerate_track", "prompt_events", "seconds", "bars")
-                        if getattr(self, name) is not None]
+            combined = [option.name for option in dataclasses.fields(self)
+                        if option.metadata.get("not_with_infill") and getattr(self, option.name) is not None]
             if combined:
                 raise ValueError(f"infilling (infill_bars / infill_seconds) cannot be combined with "
                                  f"{', '.join(combined)}: it rewrites a span of the whole prompt, which keeps its "

@@ -22,7 +22,7 @@ import pytest
 import torch
 from generation_helpers import midi_bytes, notes_by_track, programs, reloaded, tiny_model
 
-from midi_event_transformer import EOS_ID, generate_midi
+from midi_event_transformer import DEFAULT_MODEL, EOS_ID, generate_midi
 from midi_event_transformer.evaluation.audio import audio_problem
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import EVENT_TYPE_IDS, parameter_range
@@ -34,18 +34,23 @@ SCREENSHOT_ENV = "MIDI_EVENT_TRANSFORMER_APP_SCREENSHOT"
 RESULT_TIMEOUT_MS = 180_000
 DAMAGED_FIXTURE = "midi/fixtures/jazzsoft/midi/test-corrupt-file-missing-byte.mid"
 
-# Every src the live piano roll shows, with the progress bar's value at that moment.
+# Every frame the live piano roll draws (its note count, set by the page's script), with the progress bar's value
+# and the status line at that moment.
 RECORD_LIVE_ROLL = """() => {
   window.__liveRolls = [];
   const root = document.querySelector('#met-live-roll');
   const record = () => {
-    const img = root.querySelector('img');
+    const canvas = root.querySelector('canvas');
     const bar = document.querySelector('#met-status progress');
-    if (img && img.src && (!window.__liveRolls.length || window.__liveRolls.at(-1).src !== img.src))
-      window.__liveRolls.push({src: img.src, done: bar ? Number(bar.value) : null, max: bar ? Number(bar.max) : null});
+    const status = document.querySelector('#met-status');
+    if (canvas && canvas.dataset.frames && (!window.__liveRolls.length
+                                            || window.__liveRolls.at(-1).frames !== canvas.dataset.frames))
+      window.__liveRolls.push({frames: canvas.dataset.frames, notes: Number(canvas.dataset.notes),
+                               done: bar ? Number(bar.value) : null, max: bar ? Number(bar.max) : null,
+                               status: status ? status.innerText : ''});
   };
   new MutationObserver(record).observe(root, {subtree: true, childList: true, attributes: true,
-                                              attributeFilter: ['src']});
+                                              attributeFilter: ['data-frames']});
 }"""
 
 
@@ -205,12 +210,11 @@ def test_generate_streams_the_piano_roll_and_downloads_a_midi_file(page, model_d
         assert "fluidsynth" in page.locator("#met-audio-note").inner_text()
     assert page.locator("#met-sample-1").is_hidden()
     status = page.locator("#met-status").inner_text()
-    assert "Done: 1 sample(s), seed 7" in status and "events/s" in status
+    assert status.startswith("Done: 1 sample, seed 7: 48 events generated in ") and "events/s, plus " in status
     assert page.locator("#met-seed input").input_value() == "7"
     live = page.evaluate("window.__liveRolls")
-    while_streaming = [shown for shown in live if shown["done"] is not None and shown["done"] < 48]
-    assert len({shown["src"] for shown in while_streaming}) >= 2, live  # it changed at least twice mid-way
-    assert page.locator("#met-live-roll").is_hidden()  # the sample's own roll replaces it
+    assert live and max(shown["notes"] for shown in live) > 0, live  # the page drew the notes
+    assert page.locator("#met-live-roll canvas").get_attribute("data-notes") == "0"  # the sample's roll replaces it
 
     screenshot = tmp_path / "app.png"
     page.screenshot(path=str(screenshot), full_page=True)
@@ -249,7 +253,7 @@ def test_bad_input_is_reported_and_the_page_still_generates(page, shared_dir, tm
     continued = reloaded(path)
     notes = [m.note for track in continued.tracks for m in track if m.type == "note_on" and m.velocity]
     assert notes[:4] == [60, 64, 67, 72]  # the prompt comes first
-    assert "Done: 1 sample(s), seed 3" in page.locator("#met-status").inner_text()
+    assert "Done: 1 sample, seed 3: 16 events generated" in page.locator("#met-status").inner_text()
 
 
 def test_a_track_is_added_to_an_uploaded_file(page, model_dir, tmp_path):
@@ -273,7 +277,7 @@ def test_a_track_is_added_to_an_uploaded_file(page, model_dir, tmp_path):
     expected = generate_midi(str(model_dir), prompt=str(tmp_path / "flute.mid"), add_track="Violin", events=16,
                              seed=5, progress=False)[0]
     assert path.read_bytes() == midi_bytes(expected)
-    assert "Done: 1 sample(s), seed 5" in page.locator("#met-status").inner_text()
+    assert "Done: 1 sample, seed 5: " in page.locator("#met-status").inner_text()
 
 
 def test_two_tabs_generating_at_once_both_get_their_own_files(browser, page, model_dir, tmp_path):
@@ -293,6 +297,34 @@ def test_two_tabs_generating_at_once_both_get_their_own_files(browser, page, mod
         assert path.read_bytes() == midi_bytes(expected)
 
 
+@pytest.mark.skipif(not (Path(DEFAULT_MODEL) / "config.json").is_file(), reason="the embedded model is missing")
+def test_the_live_roll_grows_during_a_512_event_generation_of_the_shipped_model(page, tmp_path):
+    page.locator("#met-model input, #met-model textarea").first.fill(DEFAULT_MODEL)
+    set_number(page, "met-events", 512)
+    set_seed(page, 0)
+    page.evaluate(RECORD_LIVE_ROLL)
+    page.click("#met-generate")
+    path = download_sample(page, 0, tmp_path)
+    assert path.read_bytes() == midi_bytes(generate_midi(events=512, seed=0, progress=False)[0])
+    live = page.evaluate("window.__liveRolls")
+    while_generating = [shown for shown in live if not shown["status"].startswith("Done")
+                        and shown["done"] is not None and 0 < shown["done"] < 512]
+    counts = [shown["notes"] for shown in while_generating]
+    assert len(set(counts)) >= 2 and counts == sorted(counts), live  # it changed at least twice, growing
+    status = page.locator("#met-status").inner_text()
+    assert status.startswith("Done: 1 sample, seed 0: 512 events generated in ") and "events/s" in status
+
+
+def test_an_int8_model_can_be_chosen(page, model_dir, tmp_path):
+    choose(page, "met-dtype", "int8")
+    set_number(page, "met-events", 16)
+    set_seed(page, 4)
+    page.click("#met-generate")
+    path = download_sample(page, 0, tmp_path)
+    expected = generate_midi(str(model_dir), dtype="int8", events=16, seed=4, progress=False)[0]
+    assert path.read_bytes() == midi_bytes(expected)
+
+
 def test_stop_ends_the_generation_and_the_page_goes_on(page):
     set_number(page, "met-events", 4000)
     page.click("#met-generate")
@@ -303,6 +335,7 @@ def test_stop_ends_the_generation_and_the_page_goes_on(page):
     while any(t.name == "midi-event-transformer-generate" for t in threading.enumerate()):
         assert time.monotonic() < deadline, "the generation thread is still running"
         time.sleep(0.05)
+    assert page.locator("#met-sample-0").is_hidden()  # stopped mid-generation: no file
     set_number(page, "met-events", 8)
     page.click("#met-generate")
     page.locator("#met-sample-0-midi a").wait_for(timeout=RESULT_TIMEOUT_MS)

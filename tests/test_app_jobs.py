@@ -1,9 +1,9 @@
-"""The web app's work without a browser (``app_jobs``): requests, the model store, the live preview streamer, the
+"""The web app's work without a browser (``web_jobs``): requests, the model store, the live preview streamer, the
 generation job in its worker thread, and the files of each sample. No gradio needed."""
 
 from __future__ import annotations
 
-import threading
+import time
 from pathlib import Path
 
 import mido
@@ -18,10 +18,11 @@ from generation_helpers import (
     random_model,
     reloaded,
     save_tiny_model,
+    tiny_model,
 )
 
 from midi_event_transformer import generate_midi
-from midi_event_transformer.apps.web import track_choices
+from midi_event_transformer.apps.web import done_text, track_choices
 from midi_event_transformer.apps.web_jobs import (
     AppRequest,
     GenerationCancelled,
@@ -29,11 +30,14 @@ from midi_event_transformer.apps.web_jobs import (
     LivePreview,
     ModelStore,
     write_samples,
+    write_samples_in_stages,
 )
 from midi_event_transformer.evaluation.audio import audio_problem
 from midi_event_transformer.generation.api import generate_rows
+from midi_event_transformer.generation.loading import is_int8_quantized
 from midi_event_transformer.generation.musical_time import MusicalClock
 from midi_event_transformer.generation.prompts import event_row
+from midi_event_transformer.midi_writing import row_to_named_event
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import BOS_ID, EOS_ID, PAD_ID
 
@@ -75,6 +79,17 @@ def run(job: GenerationJob) -> list:
     return list(job.start().updates(poll_seconds=0.05))
 
 
+def notes_of(rows: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(start step, duration, pitch, channel)`` of each note of encoded rows (what a live frame holds)."""
+    clock, notes = MusicalClock(), []
+    for row in rows.tolist():
+        clock.advance(row)
+        event = row_to_named_event(row)
+        if event is not None and event[0] == "note":
+            notes.append((clock.step, event[1]["duration"], event[1]["pitch"], event[1]["channel"]))
+    return notes
+
+
 def test_request_gives_generate_midi_arguments():
     request = AppRequest(instruments=["Violin"], bpm=90.0, events=16, seed=3, num_samples=2)
     kwargs = request.generate_kwargs()
@@ -99,12 +114,26 @@ def test_model_store_loads_once_and_reloads_on_another_name(models, model_dir, t
     assert models.get(str(other))[0] is not model
     with pytest.raises(ValueError, match="does not exist"):
         models.get(str(tmp_path / "no_model"))
-    assert models.get()[0] is not model  # back to the default: loaded again (one model kept at a time)
+    model = models.get()[0]
+    assert model is not None and not is_int8_quantized(model)  # back to the default: loaded again (one at a time)
+    quantized = models.get(None, "int8")  # the model and dtype are the key
+    assert is_int8_quantized(quantized[0]) and models.get("", "int8") is quantized
+    assert models.get(None, "float32")[0] is not quantized[0] and not is_int8_quantized(models.get()[0])
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        models.get(None, "int4")
+
+
+def test_a_store_of_a_loaded_model_quantizes_a_copy():
+    model = tiny_model()
+    store = ModelStore(model, dtype="int8")
+    quantized, _ = store.get()
+    assert is_int8_quantized(quantized) and not is_int8_quantized(model)  # the app's model is left as it is
+    assert store.get(None, "float32")[0] is model
 
 
 def test_job_streams_frames_and_gives_the_files_of_generate_midi(models, model_dir):
     request = AppRequest(instruments=["Violin", "Cello"], time_signature="3/4", events=24, seed=5, num_samples=2)
-    job = GenerationJob(request, models, frames=4)
+    job = GenerationJob(request, models, frame_seconds=0.0)
     updates = run(job)
     midis = job.result()
     expected = generate_midi(str(model_dir), **request.generate_kwargs())
@@ -112,15 +141,32 @@ def test_job_streams_frames_and_gives_the_files_of_generate_midi(models, model_d
     assert all(programs(m) == {(0, 40), (1, 42)} for m in midis)
 
     rows = generate_rows(str(model_dir), **request.generate_kwargs())
-    prompt_events = len(rows[0]) - 24
     frames = [update.frame for update in updates if update.frame is not None]
-    assert [[len(sample) for sample in frame] for frame in frames] == [[prompt_events + n] * 2 for n in (6, 12, 18, 24)]
-    for sample, final in zip(frames[-1], rows, strict=True):
-        np.testing.assert_array_equal(sample, final)
+    assert frames and updates[-1].frame is frames[-1]  # the last update shows the whole piece
+    assert frames[-1].notes == [notes_of(sample) for sample in rows] and frames[-1].generated_events == [24, 24]
     for earlier, later in zip(frames, frames[1:], strict=False):  # each frame extends the one before
-        np.testing.assert_array_equal(later[0][:len(earlier[0])], earlier[0])
+        assert all(new[:len(old)] == old for old, new in zip(earlier.notes, later.notes, strict=True))
     assert updates[-1].events_done == 24 and updates[-1].events_total == 24
-    assert job.preview.events_per_second() > 0
+    assert job.preview.events_per_second() > 0 and job.preview.seconds() > 0
+    assert job.preview.prompt_events == len(rows[0]) - 25  # BOS not counted
+
+
+def test_generation_does_not_wait_for_a_page_that_never_takes_its_frames(models):
+    job = GenerationJob(AppRequest(events=200, seed=1), models, frame_seconds=0.0)
+    updates = job.start().updates(poll_seconds=0.01)
+    assert next(updates).events_done == 0  # the page takes one update, then never asks again
+    assert job._done.wait(60), "the generation waited for the page"
+    assert job.preview.events_done == 200 and len(job.result()) == 1
+    assert next(updates).frame.generated_events == [200]  # a page that comes back gets the newest frame
+
+    preview = LivePreview(num_samples=1, events=1000)  # the streamer alone: put never blocks
+    preview.put(torch.tensor([[BOS_ID] + [PAD_ID] * 7]))
+    note = event_row("note", time1=1, time2=0, track=0, channel=0, pitch=60, velocity=80, duration=8).tolist()
+    began = time.monotonic()
+    for token in note * 1000:  # nobody reads a frame
+        preview.put(torch.tensor([token]))
+    assert time.monotonic() - began < 10 and preview.events_done == 1000
+    assert preview.frame().notes == [[(16 * (i + 1), 8, 60, 0) for i in range(1000)]]
 
 
 def test_job_reports_a_bad_request_and_an_unreadable_prompt(models, tmp_path):
@@ -138,7 +184,7 @@ def test_job_reports_a_bad_request_and_an_unreadable_prompt(models, tmp_path):
 
 def test_job_adds_a_track_and_keeps_the_others_note_for_note(loose_models, song_file):
     request = AppRequest(prompt=song_file, add_track="Violin", events=None, seed=4)
-    job = GenerationJob(request, loose_models, frames=4)
+    job = GenerationJob(request, loose_models)
     updates = run(job)
     (midi,) = job.result()
     tokenizer = loose_models.tokenizer()
@@ -153,14 +199,14 @@ def test_job_adds_a_track_and_keeps_the_others_note_for_note(loose_models, song_
     assert len(totals) == 1 and totals.pop() == pytest.approx(prompt_end)
     assert all(u.events_total is None and u.time_unit == "s" for u in updates)
     assert job.progress().time_done == pytest.approx(prompt_end)
-    assert 2 <= sum(u.frame is not None for u in updates) <= 4
+    assert updates[-1].frame is not None and len(updates[-1].frame.notes[0]) > len(before[1])
     assert [midi_bytes(m) for m in generate_midi(loose_models.default, **request.generate_kwargs())] == [
         midi_bytes(midi)]  # a thin layer over generate_midi
 
 
 def test_job_with_a_length_in_seconds_gives_a_file_of_that_length(loose_models):
     request = AppRequest(instruments=["Violin"], bpm=120, events=None, seconds=6.0, seed=2)
-    job = GenerationJob(request, loose_models, frames=3)
+    job = GenerationJob(request, loose_models)
     updates = run(job)
     (midi,) = job.result()
     tempo = max(m.tempo for track in midi.tracks for m in track if m.type == "set_tempo")
@@ -168,7 +214,7 @@ def test_job_with_a_length_in_seconds_gives_a_file_of_that_length(loose_models):
     assert all((u.time_total, u.time_unit, u.events_total) == (6.0, "s", None) for u in updates)
     done = [u.time_done for u in updates]
     assert done == sorted(done) and job.progress().time_done == pytest.approx(6.0, abs=tempo / 1e6)
-    assert 2 <= sum(u.frame is not None for u in updates) <= 3
+    assert updates[-1].frame is not None
 
 
 def test_job_reports_a_bad_track_edit(loose_models, song_file):
@@ -191,7 +237,7 @@ def test_track_choices_number_the_tracks_as_tokenize_does(song_file):
 
 
 def test_cancel_stops_the_generation(models):
-    job = GenerationJob(AppRequest(events=4000, seed=0), models, frames=400)
+    job = GenerationJob(AppRequest(events=4000, seed=0), models)
     for update in job.start().updates(poll_seconds=0.05):
         if update.events_done > 0:
             job.cancel()
@@ -201,22 +247,25 @@ def test_cancel_stops_the_generation(models):
     assert 0 < job.preview.events_done < 4000
 
 
-def test_live_preview_waits_for_the_page_at_most_frame_timeout():
-    preview = LivePreview(num_samples=1, events=2, frames=2, frame_timeout=0.05)
-    preview.put(torch.tensor([[BOS_ID] + [PAD_ID] * 7]))
-    note = event_row("note", time1=1, time2=0, track=0, channel=0, pitch=60, velocity=80, duration=8).tolist()
-    done = threading.Event()
+def test_an_int8_request_gives_the_files_of_generate_midi_int8(models, model_dir):
+    request = AppRequest(instruments=["Violin"], events=16, seed=2, dtype="int8")
+    job = GenerationJob(request, models)
+    run(job)
+    expected = generate_midi(str(model_dir), dtype="int8", **request.generate_kwargs())
+    assert [midi_bytes(m) for m in job.result()] == [midi_bytes(m) for m in expected]
+    assert is_int8_quantized(models.get(None, "int8")[0])
+    job = GenerationJob(AppRequest(events=8, seed=0, dtype="int4"), models)
+    run(job)
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        job.result()
 
-    def generate():
-        for token in note * 2:  # two events, two frames: nobody takes them
-            preview.put(torch.tensor([token]))
-        preview.end()
-        done.set()
 
-    threading.Thread(target=generate).start()
-    assert done.wait(5)
-    assert preview.frames.qsize() == 1 and preview.events_done == 2  # the second frame was dropped
-    assert [len(rows) for rows in preview.snapshot()] == [3]
+def test_done_text_counts_the_generated_events_and_the_prompt_apart():
+    assert done_text(0, [512], 4, 2.94, 174.15) == ("Done: 1 sample, seed 0: 512 events generated in 2.9 s, "
+                                                    "174.2 events/s, plus 4 prompt events.")
+    assert done_text(7, [512, 498], 1, 3.0, 170.0) == ("Done: 2 samples, seed 7: 512 and 498 events generated in "
+                                                       "3.0 s, 170.0 events/s per sample, plus 1 prompt event each.")
+    assert done_text(3, [16], 0, 0.5, 32.0) == "Done: 1 sample, seed 3: 16 events generated in 0.5 s, 32.0 events/s."
 
 
 def test_write_samples_writes_midi_and_piano_rolls_and_skips_audio_of_long_pieces(tmp_path):
@@ -226,6 +275,13 @@ def test_write_samples_writes_midi_and_piano_rolls_and_skips_audio_of_long_piece
     long = mido.MidiFile(type=1, ticks_per_beat=480)
     long.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=80),
                                        mido.Message("note_off", note=60, time=480 * 2 * 60 * 20)]))  # 20 min
+    stages = write_samples_in_stages([short, long], tmp_path / "staged", seed=9, audio=True)
+    stage, files = next(stages)  # the .mid files first, before any other file is made
+    assert stage == "midi" and [f.midi.name for f in files] == ["generated_seed9_0.mid", "generated_seed9_1.mid"]
+    assert all(f.midi.is_file() and f.piano_roll is None for f in files)
+    assert sorted(p.suffix for p in (tmp_path / "staged").iterdir()) == [".mid", ".mid"]
+    stage, files = next(stages)
+    assert stage == "piano_roll" and all(f.piano_roll.is_file() and f.audio is None for f in files)
     first, second = write_samples([short, long], tmp_path, seed=9, audio=False)
     assert (first.midi.name, second.midi.name) == ("generated_seed9_0.mid", "generated_seed9_1.mid")
     assert midi_bytes(reloaded(first.midi)) == midi_bytes(short)
@@ -250,7 +306,7 @@ def test_write_samples_renders_audio(tmp_path):
 def test_page_values_become_a_request():
     from midi_event_transformer.apps.web import _Widgets
 
-    options = dict(model="", instruments=["Violin"], drum_kit="none", bpm=0, time_signature="auto", key="D minor",
+    options = dict(model="", dtype="auto", instruments=["Violin"], drum_kit="none", bpm=0, time_signature="auto", key="D minor",
                    prompt=None, prompt_events=128, add_track=None, regenerate_track=None, events=64.0, temperature=1,
                    top_p=0.9, top_k=20, seed=7, num_samples=2, disable_control_change=True, context_events=None)
     page = dict(mode="new", prompt_action="continue it", length_unit="events", length=30, random_seed=False)
@@ -262,11 +318,12 @@ def test_page_values_become_a_request():
 
     assert request() == AppRequest(instruments=["Violin"], key="D minor", events=64, temperature=1.0, top_p=0.9,
                                    top_k=20, seed=7, num_samples=2, disable_control_change=True)
-    assert isinstance(request().events, int)
+    assert isinstance(request().events, int) and request().dtype is None  # auto: the app's dtype
+    assert request(dtype="int8").dtype == "int8"
     tuned = request(bpm=96, drum_kit="Jazz", time_signature="7/4", context_events=64.0)
     assert (tuned.bpm, tuned.drum_kit, tuned.time_signature, tuned.context_events) == (96.0, "Jazz", "7/4", 64)
-    assert isinstance(tuned.context_events, int)
-    assert request(context_events=0).context_events is None and request(context_events="").context_events is None
+    assert isinstance(tuned.context_events, int) and request(context_events="").context_events is None
+    assert request(context_events=0).context_events is None  # the page's empty box
     assert request(instruments=[]).instruments is None  # none chosen: the model decides
     seeds = {request(random_seed=True).seed for _ in range(3)}
     assert len(seeds) > 1 and all(0 <= seed < 2**31 for seed in seeds)

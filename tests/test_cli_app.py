@@ -46,6 +46,24 @@ def test_app_serves_the_model_on_the_given_host_and_port(gradio, model_dir, monk
     assert isinstance(app.blocks, gradio.Blocks)
 
 
+def test_app_dtype_int8_serves_a_quantized_model_and_the_page_offers_it(gradio, model_dir, monkeypatch, capsys):
+    from midi_event_transformer.apps.web import MidiApp
+    from midi_event_transformer.generation.loading import is_int8_quantized
+
+    served = []
+    monkeypatch.setattr(MidiApp, "launch", lambda self, host, port: served.append(self))
+    assert main(["app", "--model", str(model_dir), "--dtype", "int8"]) == 0
+    (app,) = served
+    assert is_int8_quantized(app.models.get()[0])
+    dtype = app._widgets.options["dtype"]
+    assert dtype.value == "int8" and [choice[1] for choice in dtype.choices] == [
+        "auto", "float32", "bfloat16", "float16", "int8"]
+    assert "4.1x" in dtype.info and "236 against 256 events/s" in dtype.info
+    assert main(["app", "--model", str(model_dir), "--dtype", "int8", "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == ("midi-event-transformer: error: dtype int8 runs on the CPU only (dynamic "
+                                       "quantization), not on cuda: use device='cpu' or a floating dtype\n")
+
+
 def test_app_errors_are_one_line(gradio, model_dir, tmp_path, capsys):
     assert main(["app", "--model", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err == f"midi-event-transformer: error: model directory {tmp_path / 'missing'} does not exist\n"

@@ -80,6 +80,16 @@ def test_cli_and_generate_midi_give_the_same_files(model_dir, tmp_path, capsys):
     assert [path.read_bytes() for path in written_midi(tmp_path)] == [midi_bytes(m) for m in expected]
 
 
+def test_dtype_int8_gives_the_files_of_generate_midi_int8(model_dir, tmp_path, capsys):
+    code, _, err = run(["generate", "--model", str(model_dir), "--dtype", "int8", "--events", "16", "--seed", "4",
+                        "--output-dir", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    expected = generate_midi(str(model_dir), dtype="int8", events=16, seed=4, progress=False)
+    assert [path.read_bytes() for path in written_midi(tmp_path)] == [midi_bytes(m) for m in expected]
+    code, stdout, _ = run(["generate", "--help"], capsys)
+    assert "int8" in stdout and "4.1x" in " ".join(stdout.split())
+
+
 def test_no_control_change(model_dir, tmp_path, capsys):
     argv = ["generate", "--model", str(model_dir), "--events", "60", "--seed", "3", "--num-samples", "2",
             "--no-progress"]
@@ -158,7 +168,8 @@ def test_audio_without_fluidsynth_is_a_clear_error_before_generating(model_dir, 
     (["--temperature", "0"], "temperature must be > 0"),
     (["--top-p", "2"], "top_p must be in (0, 1]"),
     (["--num-samples", "0"], "num_samples must be >= 1"),
-    (["--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+    (["--dtype", "int4"], "argument --dtype: invalid choice: 'int4'"),
+    (["--dtype", "int8", "--device", "cuda"], "dtype int8 runs on the CPU only (dynamic quantization), not on cuda"),
     (["--device", "gpu"], "unknown device 'gpu'"),
     (["--prompt", "{song}", "--bpm", "90"], "a prompt cannot be combined with bpm"),
     (["--prompt-events", "8"], "prompt_events is only used with a prompt"),

@@ -206,7 +206,7 @@ def test_reference_checkpoint_directory(shared_dir, tmp_path):
     (dict(prompt="song.mid", bpm=120), ValueError, "a prompt cannot be combined with bpm"),
     (dict(prompt_events=16), ValueError, "prompt_events is only used with a prompt"),
     (dict(prompt="song.mid", prompt_events=0), ValueError, "prompt_events must be >= 1"),
-    (dict(dtype="int8"), ValueError, "unknown dtype 'int8'"),
+    (dict(dtype="int4"), ValueError, "unknown dtype 'int4'"),
     (dict(device="gpu"), ValueError, "unknown device 'gpu'"),
 ])
 def test_bad_arguments_raise_before_loading_the_model(kwargs, error, message, tmp_path):

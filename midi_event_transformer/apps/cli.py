@@ -158,7 +158,7 @@ def _add_option_flags(parser: argparse.ArgumentParser, classes: Iterable[type],
             text += "; the flag may be repeated"
         where.add_argument(_option_flag(option), dest=option.name, default=option.default,
                            type=None if kind is str else kind, metavar=metadata.get("cli_metavar"),
-                           choices=metadata.get("cli_choices"), action="append" if metadata.get("cli_append") else None,
+                           choices=metadata.get("choices"), action="append" if metadata.get("cli_append") else None,
                            help=text.replace("%", "%%"))
 
 

@@ -8,7 +8,9 @@ Start it with ``midi-event-transformer app [--model DIR_OR_HUB_ID] [--host 127.0
 The page is a thin layer over :func:`~midi_event_transformer.generation.api.generate_midi`: its inputs become an
 :class:`~midi_event_transformer.apps.web_jobs.AppRequest`, a :class:`~midi_event_transformer.apps.web_jobs.GenerationJob`
 generates in a worker thread while the page shows a progress bar (events, events/s) and the piano roll as the
-events stream in, and then each sample's ``.mid``, piano roll and (with fluidsynth) audio. An uploaded MIDI file
+events stream in (drawn by the page from the notes, :mod:`~midi_event_transformer.apps.web_roll`; the generation
+never waits for it), and then each sample's ``.mid`` as soon as it is written, its piano roll, then (with
+fluidsynth) its audio. The model's precision can be chosen (int8 included: ``loading.DTYPE_NAMES``). An uploaded MIDI file
 is continued, or gets a track added (an instrument or a drum kit) or one of its tracks written again. The length
 is in events, seconds or bars; for seconds and bars (and a track edit, which ends where the file ends) the
 progress bar shows the musical time reached. Generate requests are
@@ -38,15 +40,17 @@ from ..generation.general_midi import (
     key_signature_name,
 )
 from ..generation.prompts import MAX_BPM
-from ..generation.requests import DEFAULT_PROMPT_EVENTS
+from ..generation.requests import DEFAULT_PROMPT_EVENTS, LoadingOptions
 from .web_jobs import (
     AppRequest,
     GenerationCancelled,
     GenerationJob,
     JobUpdate,
     ModelStore,
-    write_samples,
+    SampleFiles,
+    write_samples_in_stages,
 )
+from .web_roll import live_roll, roll_value
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +131,11 @@ def _default(name: str) -> Any:
     return next(option.default for option in fields(AppRequest) if option.name == name)
 
 
+def _option(name: str) -> Any:
+    """The ``generation.requests`` field of a loading option (its help and choices)."""
+    return next(option for option in fields(LoadingOptions) if option.name == name)
+
+
 # ----------------------------------------------------------------------------------------- status line
 def _status_html(text: str, *, error: bool = False, done: float | None = None, total: float | None = None) -> str:
     message = f'<p class="{"met-error" if error else "met-message"}" role="{"alert" if error else "status"}">' \
@@ -162,6 +171,19 @@ def _progress_html(update: JobUpdate) -> str:
     return _status_html(f"{update.events_done} / {update.events_total} events, {speed}", done=done, total=total)
 
 
+def done_text(seed: int, generated: list[int], prompt_events: int, seconds: float, events_per_second: float) -> str:
+    """The status line of a finished generation: the events each sample generated, the seconds the generation took
+    and its speed (generated events per second, per sample), then the prompt's events apart."""
+    count = len(generated)
+    events = (f"{generated[0]} events" if count == 1 else
+              f"{', '.join(map(str, generated[:-1]))} and {generated[-1]} events")
+    speed = f"{events_per_second:.1f} events/s" + (" per sample" if count > 1 else "")
+    prompt = f", plus {prompt_events} prompt event{'s' if prompt_events != 1 else ''}" + (" each" if count > 1
+                                                                                           else "")
+    return (f"Done: {count} sample{'s' if count > 1 else ''}, seed {seed}: {events} generated in {seconds:.1f} s, "
+            f"{speed}{prompt if prompt_events else ''}.")
+
+
 def _error_text(error: BaseException) -> str:
     if isinstance(error, InvalidMidiError):  # uploads live in a temporary folder: name the file only
         return f"{Path(error.source).name} is not a readable MIDI file: {error.problem}"
@@ -193,11 +215,11 @@ class _Widgets:
                 raise ValueError(f"{name.replace('_', ' ')} is empty")
             return kind(v[name])
 
-        def optional(name: str) -> Any:  # 0 or empty: the default
+        def optional(name: str) -> Any:  # 0 or empty: auto (Gradio shows an empty number box as 0)
             return None if v[name] in (None, "", 0) else number(name)
 
         seed = secrets.randbelow(2**31) if v["random_seed"] or v["seed"] is None else number("seed")
-        request = dict(model=v["model"] or None, temperature=number("temperature", float),
+        request = dict(model=v["model"] or None, dtype=auto(v["dtype"]), temperature=number("temperature", float),
                        top_p=number("top_p", float), top_k=number("top_k"), seed=seed,
                        num_samples=number("num_samples"), disable_control_change=bool(v["disable_control_change"]),
                        context_events=optional("context_events"))
@@ -269,6 +291,7 @@ class MidiApp:
                  output_dir: str | Path | None = None) -> None:
         self.gr = import_gradio()
         self.models = ModelStore(model, device=device, dtype=dtype)
+        self.dtype_choices = [AUTO, *_option("dtype").metadata["choices"]]
         self._own_dir = output_dir is None
         self.output_dir = Path(tempfile.mkdtemp(prefix="midi-event-transformer-app-") if output_dir is None
                                else output_dir)
@@ -305,9 +328,14 @@ class MidiApp:
 
     def _inputs(self) -> _Widgets:
         gr = self.gr
-        model = gr.Textbox(label="Model", value=self.model_label if isinstance(self.models.default, str) else "",
-                           placeholder=self.model_label, elem_id="met-model",
-                           info="a model directory or Hugging Face Hub id; empty: " + self.model_label)
+        with gr.Row():
+            model = gr.Textbox(label="Model", value=self.model_label if isinstance(self.models.default, str) else "",
+                               placeholder=self.model_label, elem_id="met-model", scale=3,
+                               info="a model directory or Hugging Face Hub id; empty: " + self.model_label)
+            app_dtype = self.models.dtype
+            dtype = gr.Dropdown(self.dtype_choices, value=app_dtype if app_dtype in self.dtype_choices else AUTO,
+                                label="Precision (dtype)", elem_id="met-dtype", scale=1,
+                                info=f"{AUTO}: the app's; {_option('dtype').metadata['help']}")
         mode = gr.Textbox("new", visible=False)  # the open tab; a page value (not gr.State, kept on the server)
         with gr.Tabs():
             with gr.Tab("New piece", elem_id="met-tab-new") as new_tab:
@@ -374,9 +402,10 @@ class MidiApp:
                                                 label="No control change (pedal, volume, ...)",
                                                 elem_id="met-no-control-change")
                 window = gr.Number(value=_default("context_events") or 0, precision=0, minimum=0,
-                                   label="Window: events the model sees (0: its training window)",
-                                   info="longer pieces go on from the last events", elem_id="met-context-events")
-        options = dict(model=model, instruments=instruments, drum_kit=drum_kit, bpm=bpm,
+                                   label="Window (events the model sees)",
+                                   info="0 or empty: the model's training window; longer pieces go on from the "
+                                        "last events", elem_id="met-context-events")
+        options = dict(model=model, dtype=dtype, instruments=instruments, drum_kit=drum_kit, bpm=bpm,
                        time_signature=time_signature, key=key, prompt=prompt_file, prompt_events=kept_events,
                        add_track=new_track, regenerate_track=old_track, events=events, temperature=temperature,
                        top_p=top_p, top_k=top_k, seed=seed, num_samples=num_samples,
@@ -388,8 +417,7 @@ class MidiApp:
     def _outputs(self, seed: Any) -> _Results:
         gr = self.gr
         status = gr.HTML(_status_html("Choose the options and press Generate."), elem_id="met-status")
-        live_roll = gr.Image(label="Piano roll, as the events come", type="filepath", interactive=False,
-                             elem_id="met-live-roll")
+        roll = live_roll(gr, elem_id="met-live-roll")  # drawn by the page from the notes
         if self.audio_problem is not None:
             gr.Markdown(f"**No audio players here:** {self.audio_problem}", elem_id="met-audio-note")
         groups, midi_files, piano_rolls, audios, notes = [], [], [], [], []
@@ -403,7 +431,7 @@ class MidiApp:
                                        visible=self.audio_problem is None, elem_id=f"met-sample-{index}-audio"))
                 notes.append(gr.Markdown(visible=False, elem_id=f"met-sample-{index}-note"))
             groups.append(group)
-        return _Results(status, live_roll, seed, groups, midi_files, piano_rolls, audios, notes)
+        return _Results(status, roll, seed, groups, midi_files, piano_rolls, audios, notes)
 
     # ------------------------------------------------------------------ handlers
     def _check_upload(self, path: str | None, action: str | None, kept_events: float) -> tuple[str, Any]:
@@ -433,17 +461,9 @@ class MidiApp:
         directory.mkdir(parents=True)
         return directory
 
-    def _draw_frame(self, tokenizer: Any, frame: list, directory: Path, index: int) -> str:
-        from ..evaluation.pianoroll import draw_piano_rolls
-
-        midis = [tokenizer.decode_midi(rows) for rows in frame]
-        titles = [f"Sample {i + 1}" for i in range(len(midis))]
-        path = draw_piano_rolls(midis, directory / f"live_{index:03d}.png", titles=titles, width=10.0,
-                                row_height=4.0 if len(midis) == 1 else 2.5, dpi=72)
-        return str(path)
-
     def _generate(self, *values: Any):
-        """The Generate button: a generator of page updates (progress, live piano roll, then the files)."""
+        """The Generate button: a generator of page updates (progress and the live piano roll, then each sample's
+        ``.mid`` as soon as it is written, its piano roll, its audio)."""
         gr = self.gr
         results = self._results
         try:
@@ -454,18 +474,30 @@ class MidiApp:
         directory = self._job_dir()
         hidden = {group: gr.update(visible=False) for group in results.groups}
         yield {results.status: _status_html("waiting for the model ...", done=0, total=request.events or 1),
-               results.live_roll: gr.update(value=None, visible=True), **hidden}
+               results.live_roll: None, **hidden}
         job = GenerationJob(request, self.models).start()
-        frames = 0
+        audio = self.audio_problem is None
         try:
             for update in job.updates():
                 page = {results.status: _progress_html(update)}
-                if update.frame is not None and job.tokenizer is not None:
-                    page[results.live_roll] = self._draw_frame(job.tokenizer, update.frame, directory, frames)
-                    frames += 1
+                if update.frame is not None:
+                    page[results.live_roll] = roll_value(update.frame)
                 yield page
             midis = job.result()
-            samples = write_samples(midis, directory, request.seed, audio=self.audio_problem is None)
+            preview = job.preview
+            done = done_text(request.seed, [sample.generated_events for sample in preview.samples],
+                             preview.prompt_events, preview.seconds(), preview.events_per_second())
+            bar = dict(zip(("done", "total"), _progress_bar(job.progress()), strict=True))
+            for stage, samples in write_samples_in_stages(midis, directory, request.seed, audio=audio):
+                still = {"midi": "drawing the piano roll" + (" and rendering the audio" if audio else ""),
+                         "piano_roll": "rendering the audio" if audio else None}.get(stage)
+                page = self._sample_outputs(stage, samples)
+                page[results.status] = _status_html(done + (f" Now {still} ..." if still else ""), **bar)
+                if stage == "midi":
+                    page[results.seed] = request.seed
+                elif stage == "piano_roll":
+                    page[results.live_roll] = None  # the samples' own rolls replace it
+                yield page
         except GenerationCancelled:
             yield {results.status: _status_html("Stopped.")}
             return
@@ -479,24 +511,29 @@ class MidiApp:
         finally:
             if job.running:  # the page went away or Stop was pressed
                 job.cancel()
-        events = [len(rows) - 1 for rows in job.preview.snapshot()]
-        seconds = ", ".join(f"{midi.length:.1f}" for midi in midis)
-        done, total = _progress_bar(job.progress())
-        page = {results.status: _status_html(
-                    f"Done: {len(samples)} sample(s), seed {request.seed}, {', '.join(map(str, events))} events "
-                    f"(prompt included), {seconds} s, {job.preview.events_per_second():.1f} events/s.",
-                    done=done, total=total),
-                results.live_roll: gr.update(visible=False), results.seed: request.seed}  # the samples' own rolls
+
+    def _sample_outputs(self, stage: str, samples: list[SampleFiles]) -> dict[Any, Any]:
+        """The page's sample slots after a stage of ``write_samples_in_stages``: the ``.mid`` files (and the slots
+        shown), then the piano rolls, then the audio players and notes."""
+        gr = self.gr
+        results = self._results
+        page: dict[Any, Any] = {}
         for index in range(MAX_SAMPLES):
             sample = samples[index] if index < len(samples) else None
-            page[results.groups[index]] = gr.update(visible=sample is not None)
-            page[results.midi_files[index]] = None if sample is None else str(sample.midi)
-            page[results.piano_rolls[index]] = None if sample is None else str(sample.piano_roll)
-            audio = None if sample is None or sample.audio is None else str(sample.audio)
-            page[results.audios[index]] = gr.update(value=audio, visible=audio is not None)
-            note = None if sample is None else sample.note
-            page[results.notes[index]] = gr.update(value=note or "", visible=note is not None)
-        yield page
+            if stage == "midi":
+                page[results.groups[index]] = gr.update(visible=sample is not None)
+                page[results.midi_files[index]] = None if sample is None else str(sample.midi)
+                page[results.piano_rolls[index]] = None
+                page[results.audios[index]] = gr.update(value=None, visible=False)
+                page[results.notes[index]] = gr.update(value="", visible=False)
+            elif stage == "piano_roll":
+                page[results.piano_rolls[index]] = None if sample is None else str(sample.piano_roll)
+            elif stage == "audio":
+                audio = None if sample is None or sample.audio is None else str(sample.audio)
+                page[results.audios[index]] = gr.update(value=audio, visible=audio is not None)
+                note = None if sample is None else sample.note
+                page[results.notes[index]] = gr.update(value=note or "", visible=note is not None)
+        return page
 
     # ------------------------------------------------------------------ serving
     def launch(self, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, *, prevent_thread_lock: bool = False,

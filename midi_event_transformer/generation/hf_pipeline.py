@@ -20,6 +20,17 @@ tokenizer, device and dtype are ``pipeline()``'s own arguments. Each input gives
 included). For the same input, keywords and seed, the files equal ``generate_midi``'s. A list of inputs with
 ``batch_size=k`` samples k prompts in one batch (seeded once for the batch, so its files differ from one prompt
 at a time).
+
+int8 (``generate_midi(dtype="int8")``, see ``requests.LoadingOptions.dtype``): ``pipeline()`` hands ``dtype`` to
+``from_pretrained`` before the pipeline sees it, so pass a model quantized beforehand (on the CPU, where int8
+runs; its files then equal ``generate_midi(dtype="int8")``'s)::
+
+    >>> from midi_event_transformer.generation.loading import load_model_and_tokenizer
+    >>> model, tokenizer = load_model_and_tokenizer(midi_event_transformer.DEFAULT_MODEL, dtype="int8")
+    >>> pipe = pipeline("midi-generation", model=model, tokenizer=tokenizer, device="cpu")
+
+(``quantized_int8_copy(model)`` quantizes a copy of a model already loaded.) ``pipeline(..., dtype="int8")``
+raises a ValueError that says so.
 """
 
 from __future__ import annotations
@@ -30,7 +41,14 @@ from typing import Any
 from transformers import AutoModelForCausalLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .loading import default_compute_dtype, load_tokenizer
+from .loading import (
+    INT8,
+    check_int8_device,
+    default_compute_dtype,
+    is_int8_quantized,
+    load_tokenizer,
+    resolve_dtype,
+)
 from .requests import (
     GeneratedPiece,
     PreparedPrompt,
@@ -77,10 +95,21 @@ class MidiGenerationPipeline(Pipeline):
     _load_feature_extractor = False
 
     def __init__(self, model: Any, tokenizer: Any = None, **kwargs: Any) -> None:
+        asked = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        int8 = is_int8_quantized(model)
+        if asked != "auto" and resolve_dtype(asked) == INT8 and not int8:
+            raise ValueError("pipeline(dtype='int8') cannot quantize: transformers loads the model before the "
+                             "pipeline sees the dtype; pass a model quantized beforehand: model, tokenizer = "
+                             "load_model_and_tokenizer(MODEL, dtype='int8'); pipeline('midi-generation', model=model, "
+                             "tokenizer=tokenizer, device='cpu')")
+        if int8:  # int8 runs on the CPU only: there by default (not transformers' accelerator), an error elsewhere
+            device = kwargs.get("device")
+            kwargs["device"] = device = "cpu" if device is None or device == -1 else device
+            check_int8_device(f"cuda:{device}" if isinstance(device, int) else device)
         if tokenizer is None:
             tokenizer = load_tokenizer(getattr(model, "name_or_path", None) or None)
         super().__init__(model, tokenizer, **kwargs)
-        if kwargs.get("dtype", kwargs.get("torch_dtype")) in (None, "auto"):  # as generate_midi loads a model
+        if asked in (None, "auto") and not int8:  # as generate_midi loads a model
             compute_dtype = default_compute_dtype(self.model, self.model.device)
             if compute_dtype is not None:
                 self.model.to(compute_dtype)

@@ -2,11 +2,14 @@
 
 A loaded model, a local directory (ours, or a SkyTNT/midi-model checkpoint converted on load), a Hub id, or None
 for the model shipped in the package (``DEFAULT_MODEL``); the device and the compute dtype
-(:func:`default_compute_dtype`: a small model on a CPU computes in float32).
+(:func:`default_compute_dtype`: a small model on a CPU computes in float32), or ``"int8"``: dynamic int8
+quantization of the Linear layers (CPU only), applied to a fresh load or to a copy of a model passed in
+(:func:`quantized_int8_copy`), never to the caller's model.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -24,10 +27,13 @@ _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "int8": torch.qint8, "qint8": torch.qint8,
 }
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # "owner/name" or "name"
-#: ``dtype`` names accepted by :func:`generate_midi` and ``--dtype``.
-DTYPE_NAMES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+#: ``dtype`` names accepted by :func:`generate_midi`, ``--dtype`` and the web app's dtype choice.
+DTYPE_NAMES: tuple[str, ...] = ("float32", "bfloat16", "float16", "int8")
+#: What ``dtype="int8"`` resolves to: the Linear layers' weights in int8 (``model.quantize_dynamic_int8()``).
+INT8 = torch.qint8
 
 #: On a CPU, a model whose weights take fewer bytes than this in float32 computes in float32 unless a dtype is asked
 #: for: its decoding steps are bound by per-operation overhead rather than by reading the weights, so a bf16 copy
@@ -58,10 +64,19 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``dtype`` as a floating ``torch.dtype`` (``"float32"``, ``"bfloat16"``/``"bf16"``, ``"float16"``/``"fp16"``)."""
+    """``dtype`` as a ``torch.dtype``: ``"float32"``, ``"bfloat16"``/``"bf16"``, ``"float16"``/``"fp16"``, or
+    ``"int8"`` (``torch.int8``, ``torch.qint8``), which gives :data:`INT8` (``torch.qint8``: dynamic int8
+    quantization; a floating dtype otherwise).
+
+    Raises:
+        TypeError: not a string or ``torch.dtype``. ValueError: an unknown name, or a dtype that is neither
+            floating nor ``torch.qint8``.
+    """
+    if dtype == torch.int8:  # as transformers turns "int8" into a torch.dtype
+        return INT8
     if dtype is None or isinstance(dtype, torch.dtype):
-        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating point type, got {dtype}")
+        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point and dtype != INT8:
+            raise ValueError(f"dtype must be a floating point type or torch.qint8 (int8), got {dtype}")
         return dtype
     if not isinstance(dtype, str):
         raise TypeError(f"dtype must be a string like 'bfloat16' or a torch.dtype, not {type(dtype).__name__}")
@@ -69,6 +84,29 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if key not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}")
     return _DTYPES[key]
+
+
+def is_int8_quantized(model: Any) -> bool:
+    """Whether ``model`` holds dynamically quantized int8 Linear layers (``model.quantize_dynamic_int8()``)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    return any(isinstance(module, DynamicQuantizedLinear) for module in model.modules())
+
+
+def check_int8_device(device: torch.device | str) -> None:
+    """Raise a one-line ValueError when ``device`` is not the CPU, where int8 runs."""
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"dtype int8 runs on the CPU only (dynamic quantization), not on {device}: use "
+                         "device='cpu' or a floating dtype")
+
+
+def quantized_int8_copy(model: Any) -> Any:
+    """A copy of ``model`` on the CPU, in float32, with its Linear layers quantized to int8
+    (``model.quantize_dynamic_int8()``); ``model`` itself is left as it is. A model already quantized is returned
+    as it is."""
+    if is_int8_quantized(model):
+        return model
+    return copy.deepcopy(model).to(device="cpu", dtype=torch.float32).quantize_dynamic_int8()
 
 
 def default_compute_dtype(model: Any, device: torch.device) -> torch.dtype | None:
@@ -162,16 +200,19 @@ def load_model_and_tokenizer(model: Any = None, tokenizer: Any = None, *, device
         tokenizer: a ``MidiEventTransformerTokenizer``; None loads the one saved with the model (default settings
             if there is none).
         device: where to run; None keeps a loaded model where it is and puts a model loaded here on CUDA when
-            available, else on the CPU. A loaded model is moved in place.
+            available, else on the CPU. A loaded model is moved in place (but for int8: see ``dtype``).
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``; None keeps the model's, except
             that a small model loaded here for a CPU computes in float32 (:func:`default_compute_dtype`).
+            ``"int8"`` (or ``torch.qint8``): the Linear layers quantized to int8, on the CPU only (None: the CPU);
+            a model loaded here is quantized, a loaded model is copied first (:func:`quantized_int8_copy`).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode when it was loaded here.
 
     Raises:
         ValueError: a directory that is not a model, a missing embedded model, an unloadable Hub id, a bad
-            device / dtype. TypeError: ``model`` of another type.
+            device / dtype, int8 on a device that is not the CPU (one line), a floating dtype for an int8 model.
+            TypeError: ``model`` of another type.
     """
     from ..modeling_midi_event_transformer import MidiEventTransformerForCausalLM
     from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
@@ -179,13 +220,31 @@ def load_model_and_tokenizer(model: Any = None, tokenizer: Any = None, *, device
     if tokenizer is not None and not isinstance(tokenizer, MidiEventTransformerTokenizer):
         raise TypeError(f"tokenizer must be a MidiEventTransformerTokenizer, not {type(tokenizer).__name__}")
     torch_dtype = resolve_dtype(dtype)
+    int8 = torch_dtype == INT8
+    if int8 and device is not None:  # before the device's availability: the same answer on every machine
+        try:
+            check_int8_device(device)
+        except RuntimeError as error:  # not a device name
+            raise ValueError(f"unknown device {device!r} (use e.g. 'cpu', 'cuda', 'cuda:1', 'mps')") from error
     if isinstance(model, MidiEventTransformerForCausalLM):
         location = getattr(model, "name_or_path", None) or None
         target = model.device if device is None else resolve_device(device)
+        if int8 or is_int8_quantized(model):
+            check_int8_device(target)
+        if int8:  # a quantized copy: the caller's model is left as it is
+            model, torch_dtype = quantized_int8_copy(model), None
+        elif is_int8_quantized(model):
+            if torch_dtype is not None and torch_dtype != torch.float32:
+                raise ValueError(f"the model is quantized to int8: it cannot compute in {torch_dtype} (load it "
+                                 "again for a floating dtype)")
+            torch_dtype = None
     elif model is None or isinstance(model, (str, os.PathLike)):
-        target = resolve_device(device)
+        target = torch.device("cpu") if int8 else resolve_device(device)
         model, location = _load_model(model)
-        if torch_dtype is None:
+        if int8:  # a fresh load: quantized in place
+            model = model.to(dtype=torch.float32).quantize_dynamic_int8()
+            torch_dtype = None
+        elif torch_dtype is None:
             torch_dtype = default_compute_dtype(model, target)
     else:
         raise TypeError("model must be a MidiEventTransformerForCausalLM, a directory, a Hub id or None, not "
@@ -197,13 +256,16 @@ def load_model_and_tokenizer(model: Any = None, tokenizer: Any = None, *, device
     return model, tokenizer
 
 
-
 __all__ = [
     "DTYPE_NAMES",
+    "INT8",
     "SMALL_MODEL_FP32_BYTES",
+    "check_int8_device",
     "default_compute_dtype",
+    "is_int8_quantized",
     "load_model_and_tokenizer",
     "load_tokenizer",
+    "quantized_int8_copy",
     "resolve_device",
     "resolve_dtype",
 ]

@@ -93,8 +93,8 @@ class MidiEventStreamer(BaseStreamer):
                              f"(shape {ids.shape})")
         self._feed(ids.reshape(-1), from_prompt=False)
 
-    def _feed(self, ids: np.ndarray, from_prompt: bool) -> None:
-        for token in ids.tolist():
+    def _feed(self, ids: np.ndarray | list[int], from_prompt: bool) -> None:
+        for token in ids.tolist() if isinstance(ids, np.ndarray) else ids:
             if self.finished:
                 return
             self.pending.append(token)

@@ -20,7 +20,7 @@ from pathlib import Path
 import mido
 import pytest
 import torch
-from generation_helpers import midi_bytes, notes_by_track, programs, reloaded, tiny_model
+from generation_helpers import midi_bytes, multitrack_song, notes_by_track, programs, reloaded, tiny_model
 
 from midi_event_transformer import DEFAULT_MODEL, EOS_ID, generate_midi
 from midi_event_transformer.evaluation.audio import audio_problem
@@ -278,6 +278,31 @@ def test_a_track_is_added_to_an_uploaded_file(page, model_dir, tmp_path):
                              seed=5, progress=False)[0]
     assert path.read_bytes() == midi_bytes(expected)
     assert "Done: 1 sample, seed 5: " in page.locator("#met-status").inner_text()
+
+
+def test_bars_of_an_uploaded_file_are_rewritten(page, model_dir, tmp_path):
+    """The "rewrite bars" choice: bars 2-3 of a 4-bar song, its first track only; no events are sent."""
+    song = tmp_path / "song.mid"
+    multitrack_song(bars=4).save(song)
+    page.get_by_role("tab", name="Continue a MIDI file").click()
+    page.set_input_files("#met-prompt-file input[type=file]", str(song))
+    page.locator("#met-status", has_text="tracks with notes: 1: ").wait_for()
+    page.locator("#met-prompt-action").get_by_label("rewrite bars").check()
+    page.locator("#met-infill-bars textarea, #met-infill-bars input").first.fill("2-3")
+    choose(page, "met-infill-tracks", "1: ")
+    set_number(page, "met-events", 7)  # not sent: the span decides
+    set_seed(page, 3)
+    page.click("#met-generate")
+
+    path = download_sample(page, 0, tmp_path / "downloads")
+    expected = generate_midi(str(model_dir), prompt=str(song), infill_bars="2-3", infill_tracks=[1], seed=3,
+                             progress=False)[0]
+    assert path.read_bytes() == midi_bytes(expected)
+    tokenizer = MidiEventTransformerTokenizer()
+    before = notes_by_track(tokenizer.decode_midi(tokenizer.encode_midi(str(song))))
+    after = notes_by_track(reloaded(path))
+    assert after[2] == before[2] and after[3] == before[3]  # the other tracks are kept, inside the span too
+    assert page.locator("#met-sample-0-roll img").wait_for(state="visible") is None
 
 
 def test_two_tabs_generating_at_once_both_get_their_own_files(browser, page, model_dir, tmp_path):

@@ -67,8 +67,9 @@ TIME_SIGNATURES = ("4/4", "3/4", "2/4", "2/2", "6/8", "9/8", "12/8", "5/4", "7/8
 #: Job folders kept on disk (older ones are deleted when a new job starts).
 KEPT_JOBS = 8
 #: What the page does with an uploaded MIDI file.
-CONTINUE, ADD_TRACK, REGENERATE_TRACK = "continue it", "add a track", "regenerate a track"
-PROMPT_ACTIONS = (CONTINUE, ADD_TRACK, REGENERATE_TRACK)
+CONTINUE, ADD_TRACK, REGENERATE_TRACK, REWRITE_BARS = ("continue it", "add a track", "regenerate a track",
+                                                       "rewrite bars")
+PROMPT_ACTIONS = (CONTINUE, ADD_TRACK, REGENERATE_TRACK, REWRITE_BARS)
 #: The units of the length (``events``, or ``seconds`` / ``bars`` of the ``length`` box).
 LENGTH_UNITS = ("events", "seconds", "bars")
 DEFAULT_LENGTH = 30.0
@@ -224,7 +225,9 @@ class _Widgets:
                        num_samples=number("num_samples"), disable_control_change=bool(v["disable_control_change"]),
                        context_events=optional("context_events"))
         unit = v["length_unit"] or "events"
-        if unit == "events":
+        if v["mode"] == "continue" and v["prompt_action"] == REWRITE_BARS:
+            request["events"] = None  # the span's own length: no events, seconds or bars
+        elif unit == "events":
             request["events"] = number("events")
         elif unit in LENGTH_UNITS:
             if v["length"] is None:
@@ -250,6 +253,11 @@ class _Widgets:
                     raise ValueError("choose the track to regenerate (the file's tracks are listed once it is "
                                      "uploaded)")
                 request["regenerate_track"] = int(v["regenerate_track"])
+            elif action == REWRITE_BARS:
+                if not (v["infill_bars"] or "").strip():
+                    raise ValueError("give the bars to rewrite, e.g. 9-12")
+                request["infill_bars"] = v["infill_bars"].strip()
+                request["infill_tracks"] = [int(track) for track in v["infill_tracks"] or []] or None
             else:
                 raise ValueError(f"unknown action {action!r}; choose one of {', '.join(PROMPT_ACTIONS)}")
         else:
@@ -320,10 +328,11 @@ class MidiApp:
                                  show_progress_on=[results.status])
             stop.click(lambda: _status_html("Stopped."), None, results.status, cancels=[run], queue=False)
             prompt_file, kept_events = widgets.options["prompt"], widgets.options["prompt_events"]
-            tracks = widgets.options["regenerate_track"]
+            tracks, rewritten = widgets.options["regenerate_track"], widgets.options["infill_tracks"]
             prompt_file.upload(self._check_upload, inputs=[prompt_file, widgets.page["prompt_action"], kept_events],
-                               outputs=[results.status, tracks])
-            prompt_file.clear(lambda: gr.update(choices=[], value=None), None, tracks)
+                               outputs=[results.status, tracks, rewritten])
+            prompt_file.clear(lambda: (gr.update(choices=[], value=None), gr.update(choices=[], value=[])), None,
+                              [tracks, rewritten])
         return blocks
 
     def _inputs(self) -> _Widgets:
@@ -367,13 +376,19 @@ class MidiApp:
                 old_track = gr.Dropdown([], value=None, visible=False, label="Track to regenerate",
                                         info="tracks with notes, numbered as midi-event-transformer tokenize shows "
                                              "them", elem_id="met-regenerate-track")
+                with gr.Row(visible=False) as rewrite_row:
+                    rewrite_bars = gr.Textbox(value="", label="Bars to rewrite", placeholder="9-12",
+                                              info="both included; bar 1 starts at time 0", elem_id="met-infill-bars")
+                    rewrite_tracks = gr.Dropdown([], value=[], multiselect=True, label="Tracks to rewrite",
+                                                 info="none chosen: every track", elem_id="met-infill-tracks")
         # set in the browser (no round trip to the server): a Generate pressed right after a tab change sees it
         new_tab.select(None, None, mode, js="() => 'new'")
         continue_tab.select(None, None, mode, js="() => 'continue'")
         prompt_action.change(lambda action: (gr.update(visible=action == CONTINUE),
                                              gr.update(visible=action == ADD_TRACK),
-                                             gr.update(visible=action == REGENERATE_TRACK)),
-                             prompt_action, [kept_events, new_track, old_track], queue=False)
+                                             gr.update(visible=action == REGENERATE_TRACK),
+                                             gr.update(visible=action == REWRITE_BARS)),
+                             prompt_action, [kept_events, new_track, old_track, rewrite_row], queue=False)
         with gr.Row():
             length_unit = gr.Radio(list(LENGTH_UNITS), value="events", label="Length in",
                                    info="with a track edit, events: the new track's at most", elem_id="met-length-unit")
@@ -407,7 +422,8 @@ class MidiApp:
                                         "last events", elem_id="met-context-events")
         options = dict(model=model, dtype=dtype, instruments=instruments, drum_kit=drum_kit, bpm=bpm,
                        time_signature=time_signature, key=key, prompt=prompt_file, prompt_events=kept_events,
-                       add_track=new_track, regenerate_track=old_track, events=events, temperature=temperature,
+                       add_track=new_track, regenerate_track=old_track, infill_bars=rewrite_bars,
+                       infill_tracks=rewrite_tracks, events=events, temperature=temperature,
                        top_p=top_p, top_k=top_k, seed=seed, num_samples=num_samples,
                        disable_control_change=no_control_change, context_events=window)
         page = dict(mode=mode, prompt_action=prompt_action, length_unit=length_unit, length=length,
@@ -434,24 +450,26 @@ class MidiApp:
         return _Results(status, roll, seed, groups, midi_files, piano_rolls, audios, notes)
 
     # ------------------------------------------------------------------ handlers
-    def _check_upload(self, path: str | None, action: str | None, kept_events: float) -> tuple[str, Any]:
+    def _check_upload(self, path: str | None, action: str | None, kept_events: float) -> tuple[str, Any, Any]:
         """Read the uploaded file at once, so that a file that is not MIDI is reported before Generate, and list
-        its tracks for "regenerate a track"."""
+        its tracks for "regenerate a track" and "rewrite bars"."""
         from ..generation.prompts import prompt_from_midi
 
         no_tracks = self.gr.update(choices=[], value=None)
+        none_rewritten = self.gr.update(choices=[], value=[])
         if not path:
-            return _status_html("Choose the options and press Generate."), no_tracks
+            return _status_html("Choose the options and press Generate."), no_tracks, none_rewritten
         try:
             rows = prompt_from_midi(path, None, tokenizer=self.models.tokenizer())
         except (ValueError, TypeError) as error:
-            return _status_html(_error_text(error), error=True), no_tracks
+            return _status_html(_error_text(error), error=True), no_tracks, none_rewritten
         tracks = track_choices(rows)
         text = f"{Path(path).name}: {len(rows) - 1} events, tracks with notes: " + (
             "; ".join(label for label, _ in tracks) or "none") + "."
         if (action or CONTINUE) == CONTINUE:
             text += f" The first {min(len(rows), int(kept_events or DEFAULT_PROMPT_EVENTS)) - 1} are continued."
-        return _status_html(text), self.gr.update(choices=tracks, value=tracks[0][1] if tracks else None)
+        return (_status_html(text), self.gr.update(choices=tracks, value=tracks[0][1] if tracks else None),
+                self.gr.update(choices=tracks, value=[]))
 
     def _job_dir(self) -> Path:
         jobs = sorted((p for p in self.output_dir.glob("job-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
@@ -488,7 +506,8 @@ class MidiApp:
             done = done_text(request.seed, [sample.generated_events for sample in preview.samples],
                              preview.prompt_events, preview.seconds(), preview.events_per_second())
             bar = dict(zip(("done", "total"), _progress_bar(job.progress()), strict=True))
-            for stage, samples in write_samples_in_stages(midis, directory, request.seed, audio=audio):
+            for stage, samples in write_samples_in_stages(midis, directory, request.seed, audio=audio,
+                                                          highlight=job.rewritten_beats()):
                 still = {"midi": "drawing the piano roll" + (" and rendering the audio" if audio else ""),
                          "piano_roll": "rendering the audio" if audio else None}.get(stage)
                 page = self._sample_outputs(stage, samples)

@@ -45,7 +45,7 @@ from ..generation.musical_time import MusicalClock, TimeLimit
 from ..generation.outputs import save_samples
 from ..generation.requests import LoadingOptions, option_fields
 from ..generation.streamers import MidiEventStreamer
-from ..vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, TOKENS_PER_EVENT
+from ..vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, STEPS_PER_BEAT, TOKENS_PER_EVENT
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ FRAME_SHARE = 0.1
 NOT_ON_THE_PAGE: dict[str, str] = {
     "device": "one model serves every request, on the app's device (--device / MidiApp(device=...))",
     "progress": "a tqdm bar is for a terminal: the page shows its own progress (JobUpdate)",
+    "infill_seconds": "the page rewrites whole bars (infill_bars), the span a composer counts in; a span in "
+                      "seconds from Python or the CLI (--infill-seconds)",
 }
 
 
@@ -384,6 +386,17 @@ class GenerationJob:
 
         return MusicalClock.after(prompt_from_midi(self.request.prompt, None, tokenizer=self.tokenizer)).seconds
 
+    def rewritten_beats(self) -> tuple[float, float] | None:
+        """The span an infill request rewrote, in beats (for the piano rolls), or None for other requests."""
+        if self.request.infill_bars is None:  # the page rewrites bars (see NOT_ON_THE_PAGE)
+            return None
+        from ..generation.infilling import span_steps
+        from ..generation.prompts import prompt_from_midi
+
+        rows = prompt_from_midi(self.request.prompt, None, tokenizer=self.tokenizer)
+        start, end = span_steps(rows, bars=self.request.infill_bars)
+        return start / STEPS_PER_BEAT, end / STEPS_PER_BEAT
+
     def start(self) -> GenerationJob:
         """Start the worker thread; returns ``self``."""
         self._thread.start()
@@ -456,14 +469,15 @@ class SampleFiles:
 
 
 def write_samples_in_stages(midis: list, output_dir: str | os.PathLike, seed: int, *, piano_roll: bool = True,
-                            audio: bool = False, max_audio_seconds: float = MAX_AUDIO_SECONDS
-                            ) -> Iterator[tuple[str, list[SampleFiles]]]:
+                            audio: bool = False, max_audio_seconds: float = MAX_AUDIO_SECONDS,
+                            highlight: tuple[float, float] | None = None) -> Iterator[tuple[str, list[SampleFiles]]]:
     """Write the files of each sample, one kind at a time, and yield ``(stage, files)`` after each kind, so that
     the first files can be shown while the next are made: ``"midi"`` (each sample's ``generated_seed<seed>_<i>.mid``
     in ``output_dir``: ``generation.outputs.save_samples``, as the ``generate`` command), then with ``piano_roll``
     ``"piano_roll"`` (a PNG beside it), then with ``audio`` ``"audio"`` (a WAV by fluidsynth for pieces of at most
     ``max_audio_seconds`` (``mido.MidiFile.length``); a longer one, or one fluidsynth fails on, gets a ``note``
-    instead). ``files`` is the same list each time, filled in as the stages go.
+    instead). ``files`` is the same list each time, filled in as the stages go. ``highlight``: a span of beats the
+    piano rolls shade (the bars an infill rewrote).
 
     Raises:
         ImportError: ``piano_roll`` without matplotlib.
@@ -476,7 +490,7 @@ def write_samples_in_stages(midis: list, output_dir: str | os.PathLike, seed: in
     if piano_roll:
         for index, (midi, files) in enumerate(zip(midis, written, strict=True)):
             files.piano_roll = draw_piano_roll(midi, files.midi.with_suffix(".png"), title=f"Sample {index + 1}",
-                                               figsize=(10.0, 4.0), dpi=80)
+                                               highlight=highlight, figsize=(10.0, 4.0), dpi=80)
         yield "piano_roll", written
     if audio:
         for midi, files in zip(midis, written, strict=True):

@@ -2,7 +2,8 @@
 """The README's screenshot of the web app: the embedded model generates a piece, then the page is photographed.
 
 Serves ``midi-event-transformer app`` on a free local port, drives it with Playwright on the system Chromium (as
-``tests/test_app_browser.py`` does), generates ``--events`` events with ``--seed`` and saves a full-page PNG.
+``tests/test_app_browser.py`` does), generates ``--events`` events with ``--seed``, waits for every output (the
+audio too) and saves a full-page PNG; prints the status line.
 
     python scripts/app_screenshot.py docs/app.png
 """
@@ -49,8 +50,10 @@ def main() -> None:
                 box.press("Tab")
             page.click("#met-generate")
             page.locator("#met-sample-0-roll img").wait_for(state="visible")
-            page.wait_for_function("document.querySelector('#met-status').innerText.includes('Done')")
+            page.wait_for_function("() => { const text = document.querySelector('#met-status').innerText; "
+                                   "return text.startsWith('Done') && !text.includes('Now '); }")  # audio too
             page.screenshot(path=args.output, full_page=True)
+            print(page.locator("#met-status").inner_text().strip())  # the status line, for the README
             browser.close()
     finally:
         app.close()

@@ -337,14 +337,15 @@ class MidiApp:
 
     def _inputs(self) -> _Widgets:
         gr = self.gr
-        with gr.Row():
+        with gr.Accordion("Model", open=True):
             model = gr.Textbox(label="Model", value=self.model_label if isinstance(self.models.default, str) else "",
-                               placeholder=self.model_label, elem_id="met-model", scale=3,
+                               placeholder=self.model_label, elem_id="met-model", show_label=False,
                                info="a model directory or Hugging Face Hub id; empty: " + self.model_label)
             app_dtype = self.models.dtype
             dtype = gr.Dropdown(self.dtype_choices, value=app_dtype if app_dtype in self.dtype_choices else AUTO,
-                                label="Precision (dtype)", elem_id="met-dtype", scale=1,
-                                info=f"{AUTO}: the app's; {_option('dtype').metadata['help']}")
+                                label="Precision (dtype)", elem_id="met-dtype",
+                                info=f"{AUTO}: the app's. {_option('dtype').metadata['help'][0].upper()}"
+                                     f"{_option('dtype').metadata['help'][1:]}.")
         mode = gr.Textbox("new", visible=False)  # the open tab; a page value (not gr.State, kept on the server)
         with gr.Tabs():
             with gr.Tab("New piece", elem_id="met-tab-new") as new_tab:
@@ -490,9 +491,10 @@ class MidiApp:
             yield {results.status: _status_html("Cannot generate: " + _error_text(error), error=True)}
             return
         directory = self._job_dir()
-        hidden = {group: gr.update(visible=False) for group in results.groups}
+        cleared = {group: gr.update(visible=False) for group in results.groups}  # the last request's files go
+        cleared.update({output: None for output in (*results.midi_files, *results.piano_rolls, *results.audios)})
         yield {results.status: _status_html("waiting for the model ...", done=0, total=request.events or 1),
-               results.live_roll: None, **hidden}
+               results.live_roll: None, **cleared}
         job = GenerationJob(request, self.models).start()
         audio = self.audio_problem is None
         try:

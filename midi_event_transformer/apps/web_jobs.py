@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 #: Longer pieces get no audio (a WAV of 16-bit stereo at 44.1 kHz takes about 10 MB a minute).
 MAX_AUDIO_SECONDS = 600.0
+#: How often a job reports its progress: each update costs the server and the page some milliseconds of the cores
+#: the generation runs on.
+POLL_SECONDS = 0.5
 #: The live piano roll's pace: a new frame at most every ``FRAME_SECONDS``, and ...
 FRAME_SECONDS = 0.5
 #: ... frames take at most this share of the time: after a frame that took ``t`` seconds to hand over (reading it
@@ -406,7 +409,7 @@ class GenerationJob:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def updates(self, poll_seconds: float = 0.25) -> Iterator[JobUpdate]:
+    def updates(self, poll_seconds: float = POLL_SECONDS) -> Iterator[JobUpdate]:
         """Yield a :class:`JobUpdate` at once, then every ``poll_seconds`` until the worker has finished, and a last
         one as soon as it has (with the whole piece's frame).
 
@@ -524,6 +527,7 @@ __all__ = [
     "FRAME_SHARE",
     "MAX_AUDIO_SECONDS",
     "NOT_ON_THE_PAGE",
+    "POLL_SECONDS",
     "AppRequest",
     "GenerationCancelled",
     "GenerationJob",

@@ -5,7 +5,8 @@
 ``"start,duration,pitch,channel;"`` per note (times in steps of 1/16 beat). The text only grows while a piece is
 generated, so Gradio sends each frame as the notes appended since the last one. In the browser, the component's
 script draws the notes on a canvas, one lane per sample, coloured by channel (drums in grey), on every new value;
-it counts the notes it drew in the canvas's ``data-notes`` attribute and the frames in ``data-frames``.
+it counts the notes it drew in the canvas's ``data-notes`` attribute and the frames in ``data-frames``. Time runs
+in beats from the piece's start, the pitch range follows the notes.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from ..vocabulary import DRUM_CHANNEL, STEPS_PER_BEAT
 ROLL_TEMPLATE = '<div class="met-roll"><canvas data-notes="0"></canvas></div>'
 
 ROLL_JS = """
-const palette = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#ca8a04', '#db2777',
-                 '#4f46e5', '#65a30d', '#0d9488', '#b45309', '#7c3aed', '#e11d48', '#0284c7', '#57534e'];
+const palette = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f',
+                 '#bcbd22', '#17becf'];  // matplotlib's tab10, as the samples' own piano rolls
 let frames = 0;
 const draw = () => {
   const canvas = element.querySelector('canvas');
@@ -57,7 +58,7 @@ const draw = () => {
     ctx.fillText(`${samples[index].label}: ${notes.length} notes`, 4, top - 5);
     for (const [start, duration, pitch, channel] of notes) {
       const isDrum = channel === drums;
-      ctx.fillStyle = isDrum ? 'rgba(71, 85, 105, 0.55)' : palette[channel % palette.length];
+      ctx.fillStyle = isDrum ? 'rgba(64, 64, 64, 0.6)' : palette[channel % palette.length];
       const y = top + (high - Math.min(Math.max(pitch, low), high)) * step;
       ctx.fillRect(4 + start * scale, y, Math.max(2, (isDrum ? 1 : duration) * scale), Math.max(2, step));
     }

@@ -142,3 +142,16 @@ def notes_by_track(midi) -> dict[int, list[tuple]]:
         tracks.setdefault(note.track, []).append(
             (Fraction(note.start, beat), note.channel, note.pitch, note.velocity, Fraction(note.end - note.start, beat)))
     return {track: sorted(values) for track, values in tracks.items()}
+
+
+def load_train_script():
+    """``scripts/train.py`` imported as a module (its ``main(argv)`` runs a training in this process)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    spec = importlib.util.spec_from_file_location("train_script", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 import torch
-from generation_helpers import random_model, tiny_config
+from generation_helpers import load_train_script, random_model, tiny_config
 
 from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
 from midi_event_transformer.generation.fim import event_steps, is_event_row, join_fim_rows, split_fim_rows
@@ -163,14 +161,6 @@ def test_fim_window_bars_come_from_the_whole_song(songs):
         assert set(parts.middle_steps[events].tolist()) <= set(steps[first:first + 64].tolist())
         checked += 1
     assert checked
-
-
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script", REPO_ROOT / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_script_fim_rate(pop909_files, tmp_path):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from generation_helpers import load_train_script
 from generation_helpers import tiny_config as shared_tiny_config
 from peft import PeftModel
 from safetensors.torch import load_file
@@ -135,14 +134,6 @@ def test_merge_and_unload_same_logits(trained_adapter):
         assert type(merged) is MidiEventTransformerForCausalLM
         assert not any("lora_" in name for name in merged.state_dict())
         torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-5, rtol=0)
-
-
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script", REPO_ROOT / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_script_lora_trains_and_saves_only_the_adapter(pop909_files, tmp_path):

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidMidiError
 from ..generation.fim import bar_steps, event_steps, fim_rows, is_event_row
 from ..midi_reading import find_midi_files
 from ..vocabulary import EOS_ID, FIM_VOCAB_SIZE, PAD_ID, TOKENS_PER_EVENT
+from .nll import read_pieces
 
 logger = logging.getLogger(__name__)
 
@@ -209,18 +209,7 @@ def evaluate_infill(
     spans: list[_Span] = []
     skipped: dict[str, str] = {}
     n_files = 0
-    for index, item in enumerate(files):
-        name = f"array {index}" if isinstance(item, np.ndarray) else str(item)
-        try:
-            rows = np.asarray(item) if isinstance(item, np.ndarray) else tokenizer.encode_midi(item)
-        except InvalidMidiError as error:
-            skipped[name] = str(error)
-            logger.warning("skipping %s", error)
-            continue
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.ndim != 2 or rows.shape[1] != TOKENS_PER_EVENT or len(rows) < 3:
-            skipped[name] = f"needs at least 3 rows of {TOKENS_PER_EVENT} ids, got shape {rows.shape}"
-            continue
+    for index, name, rows in read_pieces(files, tokenizer, skipped, min_rows=3):
         found = _spans_of(rows, span_bars, window_events, spans_per_file, np.random.default_rng([seed, index]))
         if not found:
             skipped[name] = f"no span of {span_bars} bars with events on both sides fits"

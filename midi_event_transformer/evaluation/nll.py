@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,6 +62,26 @@ class NllResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def read_pieces(files: Iterable[Any], tokenizer: Any, skipped: dict[str, str], min_rows: int = 2
+                ) -> Iterator[tuple[int, str, np.ndarray]]:
+    """``(index, name, rows)`` of each file (a path, or encoded rows ``(n, 8)``), its rows ``(n, 8)`` int64 as
+    ``tokenizer.encode_midi`` gives them; a file that cannot be read, or has fewer than ``min_rows`` rows, is put in
+    ``skipped`` (name -> reason) and logged instead."""
+    for index, item in enumerate(files):
+        name = f"array {index}" if isinstance(item, np.ndarray) else str(item)
+        try:
+            rows = np.asarray(item if isinstance(item, np.ndarray) else tokenizer.encode_midi(item), dtype=np.int64)
+        except InvalidMidiError as error:
+            skipped[name] = str(error)
+            logger.warning("skipping %s", error)
+            continue
+        if rows.ndim != 2 or rows.shape[1] != TOKENS_PER_EVENT or len(rows) < min_rows:
+            skipped[name] = f"needs at least {min_rows} rows of {TOKENS_PER_EVENT} ids, got shape {rows.shape}"
+            logger.warning("skipping %s: %s", name, skipped[name])
+            continue
+        yield index, name, rows
 
 
 def sliding_windows(rows: np.ndarray, window_events: int = WINDOW_EVENTS,
@@ -158,18 +178,7 @@ def evaluate_nll(
     windows: list[np.ndarray] = []
     skipped: dict[str, str] = {}
     n_files = 0
-    for index, item in enumerate(files):
-        name = f"array {index}" if isinstance(item, np.ndarray) else str(item)
-        try:
-            rows = np.asarray(item) if isinstance(item, np.ndarray) else tokenizer.encode_midi(item)
-        except InvalidMidiError as error:
-            skipped[name] = str(error)
-            logger.warning("skipping %s", error)
-            continue
-        if rows.ndim != 2 or rows.shape[1] != TOKENS_PER_EVENT or len(rows) < 2:
-            skipped[name] = f"needs at least 2 events of {TOKENS_PER_EVENT} ids, got shape {rows.shape}"
-            logger.warning("skipping %s: %s", name, skipped[name])
-            continue
+    for _, _, rows in read_pieces(files, tokenizer, skipped, min_rows=2):
         n_files += 1
         windows += sliding_windows(rows, window_events, stride_events)
     if not windows:
@@ -201,6 +210,7 @@ __all__ = [
     "WINDOW_EVENTS",
     "NllResult",
     "evaluate_nll",
+    "read_pieces",
     "sliding_windows",
     "window_token_scores",
 ]

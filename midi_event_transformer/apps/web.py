@@ -473,13 +473,15 @@ class MidiApp:
             yield {results.status: _status_html("Cannot generate: " + _error_text(error), error=True)}
             return
         directory = self._job_dir()
-        cleared = {group: gr.update(visible=False) for group in results.groups}  # the last request's files go
-        cleared.update({output: None for output in (*results.midi_files, *results.piano_rolls, *results.audios)})
-        yield {results.status: _status_html("waiting for the model ...", done=0, total=request.events or 1),
-               results.live_roll: None, **cleared}
-        job = GenerationJob(request, self.models).start()
+        job = GenerationJob(request, self.models).start()  # the page is cleared while the generation starts
         audio = self.audio_problem is None
+        cleared = {group: gr.update(visible=False) for group in results.groups}  # the last request's files go
+        cleared.update({output: None for output in (*results.midi_files, *results.piano_rolls)})
+        cleared.update({player: gr.update(value=None, visible=audio) for player in results.audios})
+        cleared.update({note: gr.update(value="", visible=False) for note in results.notes})
         try:
+            yield {results.status: _status_html("waiting for the model ...", done=0, total=request.events or 1),
+                   results.live_roll: None, **cleared}
             for update in job.updates():
                 page = {results.status: _progress_html(update)}
                 if update.frame is not None:
@@ -515,26 +517,23 @@ class MidiApp:
                 job.cancel()
 
     def _sample_outputs(self, stage: str, samples: list[SampleFiles]) -> dict[Any, Any]:
-        """The page's sample slots after a stage of ``write_samples_in_stages``: the ``.mid`` files (and the slots
-        shown), then the piano rolls, then the audio players and notes."""
+        """The page's sample slots after a stage of ``write_samples_in_stages`` (the first update of the request
+        emptied and hid them): the ``.mid`` files (and their slots shown), then the piano rolls, then the audio
+        players and notes. Plain values wherever they do (a ``gr.update`` costs the server more)."""
         gr = self.gr
         results = self._results
         page: dict[Any, Any] = {}
-        for index in range(MAX_SAMPLES):
-            sample = samples[index] if index < len(samples) else None
+        for index, sample in enumerate(samples[:MAX_SAMPLES]):
             if stage == "midi":
-                page[results.groups[index]] = gr.update(visible=sample is not None)
-                page[results.midi_files[index]] = None if sample is None else str(sample.midi)
-                page[results.piano_rolls[index]] = None
-                page[results.audios[index]] = gr.update(value=None, visible=False)
-                page[results.notes[index]] = gr.update(value="", visible=False)
+                page[results.groups[index]] = gr.update(visible=True)
+                page[results.midi_files[index]] = str(sample.midi)
             elif stage == "piano_roll":
-                page[results.piano_rolls[index]] = None if sample is None else str(sample.piano_roll)
+                page[results.piano_rolls[index]] = str(sample.piano_roll)
+            elif stage == "audio" and sample.audio is not None:
+                page[results.audios[index]] = str(sample.audio)
             elif stage == "audio":
-                audio = None if sample is None or sample.audio is None else str(sample.audio)
-                page[results.audios[index]] = gr.update(value=audio, visible=audio is not None)
-                note = None if sample is None else sample.note
-                page[results.notes[index]] = gr.update(value=note or "", visible=note is not None)
+                page[results.audios[index]] = gr.update(visible=False)
+                page[results.notes[index]] = gr.update(value=sample.note or "", visible=True)
         return page
 
     # ------------------------------------------------------------------ serving

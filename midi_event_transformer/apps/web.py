@@ -10,12 +10,12 @@ The page is a thin layer over :func:`~midi_event_transformer.generation.api.gene
 generates in a worker thread while the page shows a progress bar (events, events/s) and the piano roll as the
 events stream in (drawn by the page from the notes, :mod:`~midi_event_transformer.apps.web_roll`; the generation
 never waits for it), and then each sample's ``.mid`` as soon as it is written, its piano roll, then (with
-fluidsynth) its audio. The model's precision can be chosen (int8 included: ``loading.DTYPE_NAMES``). An uploaded MIDI file
-is continued, or gets a track added (an instrument or a drum kit) or one of its tracks written again. The length
-is in events, seconds or bars; for seconds and bars (and a track edit, which ends where the file ends) the
-progress bar shows the musical time reached. Generate requests are
-queued and run one after the other (one model, one generation at a time); every tab gets its own results.
-Bad input (an unreadable MIDI file, an impossible time signature, ...) is reported in the page.
+fluidsynth) its audio. The model and its precision can be chosen (int8 included: ``loading.DTYPE_NAMES``). An
+uploaded MIDI file is continued, or gets a track added (an instrument or a drum kit) or one of its tracks written
+again. The length is in events, seconds or bars; for seconds and bars (and a track edit, which ends where the file
+ends) the progress bar shows the musical time reached. Generate requests are queued and run one after the other
+(one model, one generation at a time); every tab gets its own results. Bad input (an unreadable MIDI file, an
+impossible time signature, ...) is reported in the page.
 """
 
 from __future__ import annotations

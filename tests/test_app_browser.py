@@ -205,7 +205,8 @@ def test_generate_streams_the_piano_roll_and_downloads_a_midi_file(page, model_d
         with wave.open(io.BytesIO(page.request.get(link.get_attribute("href")).body())) as audio:
             seconds = audio.getnframes() / audio.getframerate()
         assert midi.length <= seconds <= midi.length + 5  # + fluidsynth's release tail
-        assert page.locator("#met-sample-0-audio #duration").inner_text() != "0:00"  # the player read it
+        page.wait_for_function("document.querySelector('#met-sample-0-audio #duration')?.innerText !== '0:00'")
+        # the player read it (it comes last: after the .mid and the piano roll)
     else:
         assert "fluidsynth" in page.locator("#met-audio-note").inner_text()
     assert page.locator("#met-sample-1").is_hidden()

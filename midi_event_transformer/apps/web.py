@@ -10,12 +10,12 @@ The page is a thin layer over :func:`~midi_event_transformer.generation.api.gene
 generates in a worker thread while the page shows a progress bar (events, events/s) and the piano roll as the
 events stream in (drawn by the page from the notes, :mod:`~midi_event_transformer.apps.web_roll`; the generation
 never waits for it), and then each sample's ``.mid`` as soon as it is written, its piano roll, then (with
-fluidsynth) its audio. The model's precision can be chosen (int8 included: ``loading.DTYPE_NAMES``). An uploaded MIDI file
-is continued, or gets a track added (an instrument or a drum kit) or one of its tracks written again. The length
-is in events, seconds or bars; for seconds and bars (and a track edit, which ends where the file ends) the
-progress bar shows the musical time reached. Generate requests are
-queued and run one after the other (one model, one generation at a time); every tab gets its own results.
-Bad input (an unreadable MIDI file, an impossible time signature, ...) is reported in the page.
+fluidsynth) its audio. The model and its precision can be chosen (int8 included: ``loading.DTYPE_NAMES``). An
+uploaded MIDI file is continued, or gets a track added (an instrument or a drum kit) or one of its tracks written
+again. The length is in events, seconds or bars; for seconds and bars (and a track edit, which ends where the file
+ends) the progress bar shows the musical time reached. Generate requests are queued and run one after the other
+(one model, one generation at a time); every tab gets its own results. Bad input (an unreadable MIDI file, an
+impossible time signature, ...) is reported in the page.
 """
 
 from __future__ import annotations
@@ -491,13 +491,15 @@ class MidiApp:
             yield {results.status: _status_html("Cannot generate: " + _error_text(error), error=True)}
             return
         directory = self._job_dir()
-        cleared = {group: gr.update(visible=False) for group in results.groups}  # the last request's files go
-        cleared.update({output: None for output in (*results.midi_files, *results.piano_rolls, *results.audios)})
-        yield {results.status: _status_html("waiting for the model ...", done=0, total=request.events or 1),
-               results.live_roll: None, **cleared}
-        job = GenerationJob(request, self.models).start()
+        job = GenerationJob(request, self.models).start()  # the page is cleared while the generation starts
         audio = self.audio_problem is None
+        cleared = {group: gr.update(visible=False) for group in results.groups}  # the last request's files go
+        cleared.update({output: None for output in (*results.midi_files, *results.piano_rolls)})
+        cleared.update({player: gr.update(value=None, visible=audio) for player in results.audios})
+        cleared.update({note: gr.update(value="", visible=False) for note in results.notes})
         try:
+            yield {results.status: _status_html("waiting for the model ...", done=0, total=request.events or 1),
+                   results.live_roll: None, **cleared}
             for update in job.updates():
                 page = {results.status: _progress_html(update)}
                 if update.frame is not None:
@@ -534,26 +536,23 @@ class MidiApp:
                 job.cancel()
 
     def _sample_outputs(self, stage: str, samples: list[SampleFiles]) -> dict[Any, Any]:
-        """The page's sample slots after a stage of ``write_samples_in_stages``: the ``.mid`` files (and the slots
-        shown), then the piano rolls, then the audio players and notes."""
+        """The page's sample slots after a stage of ``write_samples_in_stages`` (the first update of the request
+        emptied and hid them): the ``.mid`` files (and their slots shown), then the piano rolls, then the audio
+        players and notes. Plain values wherever they do (a ``gr.update`` costs the server more)."""
         gr = self.gr
         results = self._results
         page: dict[Any, Any] = {}
-        for index in range(MAX_SAMPLES):
-            sample = samples[index] if index < len(samples) else None
+        for index, sample in enumerate(samples[:MAX_SAMPLES]):
             if stage == "midi":
-                page[results.groups[index]] = gr.update(visible=sample is not None)
-                page[results.midi_files[index]] = None if sample is None else str(sample.midi)
-                page[results.piano_rolls[index]] = None
-                page[results.audios[index]] = gr.update(value=None, visible=False)
-                page[results.notes[index]] = gr.update(value="", visible=False)
+                page[results.groups[index]] = gr.update(visible=True)
+                page[results.midi_files[index]] = str(sample.midi)
             elif stage == "piano_roll":
-                page[results.piano_rolls[index]] = None if sample is None else str(sample.piano_roll)
+                page[results.piano_rolls[index]] = str(sample.piano_roll)
+            elif stage == "audio" and sample.audio is not None:
+                page[results.audios[index]] = str(sample.audio)
             elif stage == "audio":
-                audio = None if sample is None or sample.audio is None else str(sample.audio)
-                page[results.audios[index]] = gr.update(value=audio, visible=audio is not None)
-                note = None if sample is None else sample.note
-                page[results.notes[index]] = gr.update(value=note or "", visible=note is not None)
+                page[results.audios[index]] = gr.update(visible=False)
+                page[results.notes[index]] = gr.update(value=sample.note or "", visible=True)
         return page
 
     # ------------------------------------------------------------------ serving

@@ -260,6 +260,18 @@ def test_an_int8_request_gives_the_files_of_generate_midi_int8(models, model_dir
         job.result()
 
 
+def test_the_live_roll_value_only_grows_while_a_piece_is_generated():
+    from midi_event_transformer.apps.web_jobs import PreviewFrame
+    from midi_event_transformer.apps.web_roll import roll_value
+
+    first = roll_value(PreviewFrame([[(0, 8, 60, 0)], []], [1, 0]))
+    assert first == {"steps_per_beat": 16, "drum_channel": 9, "samples": [
+        {"label": "Sample 1", "notes": "0,8,60,0;"}, {"label": "Sample 2", "notes": ""}]}
+    later = roll_value(PreviewFrame([[(0, 8, 60, 0), (16, 4, 36, 9)], [(4, 2, 64, 1)]], [2, 1]))
+    for old, new in zip(first["samples"], later["samples"], strict=True):  # Gradio sends only what was appended
+        assert new["notes"].startswith(old["notes"]) and len(new["notes"]) > len(old["notes"])
+
+
 def test_done_text_counts_the_generated_events_and_the_prompt_apart():
     assert done_text(0, [512], 4, 2.94, 174.15) == ("Done: 1 sample, seed 0: 512 events generated in 2.9 s, "
                                                     "174.2 events/s, plus 4 prompt events.")

@@ -7,6 +7,9 @@
     # infilling: per-token NLL of held-out spans of 4 bars given the past only / both sides (a FIM-trained model)
     python scripts/evaluate.py infill --model out/model --file-list out/validation_files.txt --span-bars 4
 
+    # instrument controls: does each requested part play, in its range, over how many bars (one piece per seed)
+    python scripts/evaluate.py controls --instruments "Violin,Violin,Viola,Cello" --events 512 --seeds 0 1 2
+
     # statistics of generated files next to a reference folder, with one comparison PNG
     python scripts/evaluate.py stats --generated out/samples --reference ../shared/midi/pop909 --png stats.png
 
@@ -105,6 +108,19 @@ def run_infill(args: argparse.Namespace) -> dict:
             "seconds": round(time.perf_counter() - start, 2), "dtype": args.dtype, "device": args.device}
 
 
+def run_controls(args: argparse.Namespace) -> dict:
+    import torch
+
+    from midi_event_transformer.evaluation.instruments import evaluate_instrument_controls
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    result = evaluate_instrument_controls(args.model, instruments=args.instruments, seeds=args.seeds,
+                                          events=args.events, save_dir=args.save_dir)
+    return {"model": args.model or "shipped", **result, "seconds": round(time.perf_counter() - start, 2)}
+
+
 def run_stats(args: argparse.Namespace) -> dict:
     from midi_event_transformer.evaluation.statistics import compare_statistics, draw_statistics_comparison
 
@@ -156,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     infill.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     infill.set_defaults(handler=run_infill)
 
+    controls = commands.add_parser("controls", help="generate from instruments= and measure each requested part")
+    controls.add_argument("--model", default=None, help="model folder or Hub id (default: the shipped model)")
+    controls.add_argument("--instruments", required=True, help='comma-separated, e.g. "Violin,Violin,Viola,Cello"')
+    controls.add_argument("--events", type=int, default=512)
+    controls.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    controls.add_argument("--save-dir", default=None, help="also write each piece there as <seed>.mid")
+    controls.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    controls.set_defaults(handler=run_controls)
+
     stats = commands.add_parser("stats", help="objective statistics of generated files vs a reference folder")
     stats.add_argument("--generated", nargs="+", required=True, help="generated MIDI files or folders")
     stats.add_argument("--reference", nargs="*", default=[], help="reference MIDI files or folders")
@@ -169,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--per-file", action="store_true", help="also print each file's values")
     stats.set_defaults(handler=run_stats)
 
-    for sub in (nll, infill, stats):
+    for sub in (nll, infill, controls, stats):
         sub.add_argument("--output", help="also write the JSON here")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -81,6 +81,12 @@ class DataArguments:
                 "the model's vocabulary for the two sentinel ids first and marks it fill_in_the_middle"})
     fim_min_bars: int = field(default=1, metadata={"help": "shortest FIM span, in bars"})
     fim_max_bars: int = field(default=8, metadata={"help": "longest FIM span, in bars"})
+    mixture_weights: list[float] = field(default_factory=list, metadata={
+        "help": "windows per file per epoch for each --data source, in order (default 1 each; 0.5: half of the "
+                "files give a window each epoch; 8: each file gives eight): the weights of a mixture of corpora"})
+    patches_first_rate: float = field(default=0.0, metadata={
+        "help": "share of the windows that start a song whose time-0 patch changes and signatures are moved ahead "
+                "of its first notes, the layout of the instrument controls' prompts (training/data.patches_first)"})
 
 
 @dataclass
@@ -218,8 +224,89 @@ def linear_schedule(warmup: int, total: int):
 
 
 def last_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest complete checkpoint: ``step_N`` folders only (a save in progress is ``step_N.partial``)."""
     found = sorted((int(m.group(1)), p) for p in checkpoint_dir.glob("step_*") if (m := re.fullmatch(r"step_(\d+)", p.name)))
     return found[-1][1] if found else None
+
+
+def save_checkpoint(accelerator: Accelerator, checkpoint_dir: Path, step: int, keep: int) -> Path:
+    """``save_state`` into ``step_N.partial``, then rename it to ``step_N``: a run killed during a save leaves a
+    partial folder that ``--resume`` ignores (and removes), never a half-written ``step_N``."""
+    final = checkpoint_dir / f"step_{step:06d}"
+    partial = final.with_name(final.name + ".partial")
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # the same step saved again (a resumed run that stops where it resumed)
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        for path in sorted(checkpoint_dir.glob("step_*.partial")):
+            shutil.rmtree(path, ignore_errors=True)
+        complete = sorted(p for p in checkpoint_dir.glob("step_*") if re.fullmatch(r"step_\d+", p.name))
+        for path in complete[:-keep] if keep else []:
+            shutil.rmtree(path, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def corpus_names(data: list[str], sources: list) -> dict[str, str]:
+    """File name (as the dataset names it) -> the name of the ``--data`` entry it came from (its folder's name)."""
+    from midi_event_transformer.midi_reading import find_midi_files
+
+    wanted = {str(path) for path in sources} if sources is not data else None
+    corpus_of = {}
+    for entry in data:
+        for path in find_midi_files([entry]):
+            if wanted is None or str(path) in wanted:
+                corpus_of.setdefault(str(path), Path(entry).name)
+    return corpus_of
+
+
+def mixture_weights(data: list[str], weights: list[float], corpus_of: dict[str, str], names: list[str],
+                    ) -> list[float] | None:
+    """Windows per epoch of each training file, from ``--mixture_weights`` (one per ``--data`` entry)."""
+    if not weights:
+        return None
+    if len(weights) != len(data):
+        raise SystemExit(f"train.py: --mixture_weights needs one weight per --data entry ({len(data)}), "
+                         f"got {len(weights)}")
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise SystemExit(f"train.py: --mixture_weights must be finite and >= 0, got {weights}")
+    by_corpus = {Path(entry).name: float(w) for entry, w in zip(data, weights, strict=True)}
+    return [by_corpus[corpus_of[name]] for name in names]
+
+
+def merge_nll(a, b):
+    """Two held-out results as one (sums of NLL, tokens, events; token accuracy weighted by tokens)."""
+    from dataclasses import replace
+
+    tokens, events = a.n_tokens + b.n_tokens, a.n_events + b.n_events
+    total = a.total_nll + b.total_nll
+    return replace(a, per_token_nll=total / max(1, tokens), per_event_nll=total / max(1, events),
+                   token_accuracy=(a.token_accuracy * a.n_tokens + b.token_accuracy * b.n_tokens) / max(1, tokens),
+                   n_tokens=tokens, n_events=events, n_windows=a.n_windows + b.n_windows,
+                   n_files=a.n_files + b.n_files, total_nll=total, skipped={**a.skipped, **b.skipped})
+
+
+def record_training_data(directory: Path, train_split, corpus_of: dict[str, str], weights: list[float] | None,
+                         ) -> None:
+    """``training_data.json`` beside the weights: the programs and drum kits of the training files, with their note
+    counts, and the corpora with their files and weights (what the model knows; generation warns on the rest)."""
+    try:
+        from midi_event_transformer.generation.known_instruments import count_instruments, write_training_data
+    except ImportError:  # a checkout without the module: the model is still saved
+        logger.warning("training_data.json not written (no generation.known_instruments)")
+        return
+    rows = (ids.reshape(-1, TOKENS_PER_EVENT) for ids in train_split.with_format("numpy")["input_ids"])
+    corpora: dict[str, dict] = {}
+    for i, name in enumerate(train_split["name"]):
+        corpus = corpora.setdefault(corpus_of.get(name, "other"), {"files": 0, "windows_per_file": None})
+        corpus["files"] += 1
+        corpus["windows_per_file"] = None if weights is None else weights[i]
+    write_training_data(directory, count_instruments(rows), sources=corpora)
 
 
 def sha1_of_tensors(tensors: dict[str, torch.Tensor] | torch.Tensor) -> str:
@@ -249,12 +336,15 @@ def draw_training_curve(metrics_path: Path, png_path: Path) -> None:
         return
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    val = [(r["step"], r["val_per_token_nll"]) for r in records if "val_per_token_nll" in r]
+    val: dict[str | None, list] = {}  # one curve per corpus (runs of one corpus log none)
+    for r in records:
+        if "val_per_token_nll" in r:
+            val.setdefault(r.get("corpus"), []).append((r["step"], r["val_per_token_nll"]))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss (per token)", alpha=0.6)
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", label="validation NLL (per token)")
+    for corpus, points in val.items():
+        ax.plot(*zip(*points, strict=True), "o-", label=f"validation NLL (per token){f': {corpus}' if corpus else ''}")
     ax.set_xlabel("step")
     ax.set_ylabel("nats")
     ax.grid(alpha=0.3)
@@ -348,14 +438,22 @@ def main(argv: list[str] | None = None) -> None:
                                         report_path=output_dir / "skipped_files.json")
     splits = split_by_file(dataset, data_args.validation_fraction)
     logger.info("files: %d train, %d validation", len(splits["train"]), len(splits["validation"]))
+    corpus_of = corpus_names(data_args.data, sources)
     if accelerator.is_main_process:  # the held-out songs, for scripts/evaluate.py nll --file-list
         (output_dir / "validation_files.txt").write_text(
             "".join(f"{os.path.abspath(name) if os.path.exists(name) else name}\n"
                     for name in splits["validation"]["name"]))
+    weights = mixture_weights(data_args.data, data_args.mixture_weights, corpus_of, splits["train"]["name"])
     train_set = MidiWindowDataset(splits["train"], data_args.max_events, tokenizer=tokenizer,
                                   augment=data_args.augment, seed=train_args.seed, fim_rate=data_args.fim_rate,
-                                  fim_bars=(data_args.fim_min_bars, data_args.fim_max_bars))
-    val_rows = [r.reshape(-1, TOKENS_PER_EVENT) for r in splits["validation"].with_format("numpy")["input_ids"]]
+                                  fim_bars=(data_args.fim_min_bars, data_args.fim_max_bars),
+                                  windows_per_file=weights, patches_first_rate=data_args.patches_first_rate)
+    logger.info("%d training windows per epoch", len(train_set))
+    val_rows: dict[str, list] = {}  # corpus -> (n, 8) rows of its held-out songs
+    for name, ids in zip(splits["validation"]["name"], splits["validation"].with_format("numpy")["input_ids"],
+                         strict=True):
+        val_rows.setdefault(corpus_of.get(name, "other"), []).append(ids.reshape(-1, TOKENS_PER_EVENT))
+    logger.info("validation songs per corpus: %s", {corpus: len(rows) for corpus, rows in val_rows.items()})
     loader = DataLoader(train_set, batch_size=train_args.batch_size, shuffle=True, drop_last=True,
                         collate_fn=DataCollatorForMidiEvents())
     if len(loader) == 0:
@@ -382,11 +480,18 @@ def main(argv: list[str] | None = None) -> None:
         if checkpoint is None:
             logger.warning("--resume: no checkpoint in %s, starting from scratch", checkpoint_dir)
         else:
+            for partial in checkpoint_dir.glob("step_*.partial"):  # a save that was killed midway
+                logger.warning("--resume: removing the incomplete checkpoint %s", partial)
+                if accelerator.is_main_process:
+                    shutil.rmtree(partial, ignore_errors=True)
             accelerator.load_state(str(checkpoint))
             logger.info("resumed from %s (step %d)", checkpoint, progress.step)
     metrics_path = output_dir / "metrics.jsonl"
-    if accelerator.is_main_process and not train_args.resume and metrics_path.exists():
-        metrics_path.unlink()
+    if accelerator.is_main_process and metrics_path.exists():
+        # a fresh run starts a new log; a resumed one keeps the records up to its checkpoint and logs on from there
+        keep = [line for line in metrics_path.read_text().splitlines()
+                if train_args.resume and line.strip() and json.loads(line)["step"] <= progress.step]
+        metrics_path.write_text("".join(line + "\n" for line in keep))
 
     # ---- the loop
     bar = tqdm(total=train_args.max_steps, initial=progress.step, disable=not accelerator.is_main_process,
@@ -437,19 +542,17 @@ def main(argv: list[str] | None = None) -> None:
             stop = step >= train_args.max_steps or out_of_time or pause
             if train_args.eval_every and (step % train_args.eval_every == 0) and val_rows:
                 if accelerator.is_main_process:
-                    songs = val_rows[:train_args.eval_max_songs] if train_args.eval_max_songs else val_rows
-                    record = {"step": step, **validate(accelerator.unwrap_model(model), songs, train_args.batch_size)}
-                    logger.info("validation %s", record)
-                    write_metrics(metrics_path, record)
+                    for corpus, rows in val_rows.items():
+                        songs = rows[:train_args.eval_max_songs] if train_args.eval_max_songs else rows
+                        record = {"step": step, "corpus": corpus,
+                                  **validate(accelerator.unwrap_model(model), songs, train_args.batch_size)}
+                        logger.info("validation %s", record)
+                        write_metrics(metrics_path, record)
             if train_args.sample_every and step % train_args.sample_every == 0 and accelerator.is_main_process:
                 write_samples(accelerator.unwrap_model(model), tokenizer, output_dir / "samples", step,
                               train_args.sample_events, train_args.seed)
             if (train_args.save_every and step % train_args.save_every == 0) or stop:
-                accelerator.save_state(str(checkpoint_dir / f"step_{step:06d}"))
-                if accelerator.is_main_process:
-                    old = sorted(checkpoint_dir.glob("step_*"))[:-train_args.keep_checkpoints]
-                    for path in old:
-                        shutil.rmtree(path, ignore_errors=True)
+                save_checkpoint(accelerator, checkpoint_dir, step, train_args.keep_checkpoints)
             if stop:
                 break
         else:
@@ -476,13 +579,16 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model.save_pretrained(final_dir)
     tokenizer.save_pretrained(final_dir)
+    record_training_data(final_dir, splits["train"], corpus_of, weights)
     draw_training_curve(metrics_path, output_dir / "training_curve.png")
     evaluation = None
     if train_args.final_eval and val_rows:
         model.eval()
-        evaluation = evaluate_nll(model, val_rows, batch_size=train_args.batch_size, progress=True)
-        write_metrics(metrics_path, {"step": progress.step, "final": True, **evaluation.to_dict()})
-        logger.info("final validation: %s", evaluation.to_dict())
+        for corpus, rows in val_rows.items():
+            result = evaluate_nll(model, rows, batch_size=train_args.batch_size, progress=True)
+            write_metrics(metrics_path, {"step": progress.step, "final": True, "corpus": corpus, **result.to_dict()})
+            logger.info("final validation (%s): %s", corpus, result.to_dict())
+            evaluation = result if evaluation is None else merge_nll(evaluation, result)
     from midi_event_transformer.hub.cards import write_model_card
 
     training = {"steps": progress.step, "wall_time_minutes": round(progress.elapsed / 60, 1),

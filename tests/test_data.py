@@ -17,6 +17,7 @@ from midi_event_transformer.training.data import (
     DataCollatorForMidiEvents,
     MidiWindowDataset,
     is_validation_file,
+    patches_first,
     split_by_file,
     tokenize_midi_dataset,
 )
@@ -185,6 +186,45 @@ def test_windows_bounded_and_deterministic():
         MidiWindowDataset(dataset, max_events=1)
     with pytest.raises(ValueError, match="tokenizer"):
         MidiWindowDataset(dataset, augment=True)
+
+
+def test_mixture_weights_repeat_and_share_files():
+    dataset = fake_dataset([300, 300, 300, 300])
+    windows = MidiWindowDataset(dataset, max_events=64, seed=7, windows_per_file=[3, 1, 0, 0.5])
+    files = list(windows.items)
+    assert files.count(0) == 3 and files.count(1) == 1 and files.count(2) == 0 and files.count(3) in (0, 1)
+    assert len(windows) == len(files)
+    copies = [windows[i] for i, f in enumerate(files) if f == 0]
+    assert not torch.equal(copies[0], copies[1]) or not torch.equal(copies[1], copies[2])  # each copy draws anew
+    halves = [MidiWindowDataset(fake_dataset([10] * 400), max_events=8, windows_per_file=[0.5] * 400, seed=s)
+              for s in (0, 1)]
+    assert all(150 < len(h) < 250 for h in halves) and list(halves[0].items) != list(halves[1].items)
+    with pytest.raises(IndexError):
+        windows[len(windows)]
+    for bad, match in (([1, 2], "one weight per file"), ([1, -1, 1, 1], ">= 0"), ([0, 0, 0, 0], "no window")):
+        with pytest.raises(ValueError, match=match):
+            MidiWindowDataset(dataset, windows_per_file=bad)
+
+
+def test_patches_first_moves_time_zero_patch_changes_ahead_of_notes(bach_files):
+    from midi_event_transformer.generation.fim import event_steps
+    from midi_event_transformer.vocabulary import EVENT_TYPE_IDS
+
+    rows = MidiEventTransformerTokenizer().encode_midi(bach_files[0])
+    moved = patches_first(rows)
+    note = EVENT_TYPE_IDS["note"]
+    head = int(np.argmax(event_steps(rows) > 0))
+    assert (rows[1:head, 0] == note).any() and (rows[1:head, 0] != note).any()
+    assert np.array_equal(np.sort(moved[:head], axis=0), np.sort(rows[:head], axis=0))  # the same rows
+    types = moved[1:head, 0]
+    first_note = int(np.argmax(types == note))
+    assert (types[:first_note] != note).all() and (types[first_note:] == note).all()
+    assert np.array_equal(moved[head:], rows[head:]) and np.array_equal(event_steps(moved), event_steps(rows))
+    dataset = datasets.Dataset.from_dict({"name": ["a"], "input_ids": [rows.reshape(-1).astype(np.int16)],
+                                          "num_events": [len(rows)]})
+    always = MidiWindowDataset(dataset, max_events=len(rows) + 1, patches_first_rate=1.0)
+    assert np.array_equal(always[0].numpy(), moved)
+    assert np.array_equal(MidiWindowDataset(dataset, max_events=len(rows) + 1)[0].numpy(), rows)
 
 
 def test_windows_augment_real_song(pop909_files):

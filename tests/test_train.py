@@ -108,3 +108,76 @@ def test_resume_reproduces_uninterrupted_run(song_files, tmp_path):
     a = MidiEventTransformerForCausalLM.from_pretrained(full / "final").state_dict()
     b = MidiEventTransformerForCausalLM.from_pretrained(split / "final").state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+KILLED_SAVE = """
+import importlib.util, os, signal, sys
+from accelerate import Accelerator
+spec = importlib.util.spec_from_file_location("train_script", sys.argv[1])
+train = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = train
+spec.loader.exec_module(train)
+real_save, saves = Accelerator.save_state, []
+
+def save_state(self, output_dir=None, **kwargs):  # the second save dies halfway, as a kill -9 would leave it
+    saves.append(output_dir)
+    if len(saves) == 2:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "model.safetensors"), "wb") as f:
+            f.write(b"half a checkpoint")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(self, output_dir, **kwargs)
+
+Accelerator.save_state = save_state
+train.main(sys.argv[2:])
+"""
+
+
+def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(song_files, tmp_path, caplog):
+    import subprocess
+
+    train = load_train_script()
+    args = ["--learning_rate", "5e-4", "--warmup_steps", "2", "--log_every", "1", "--eval_every", "0",
+            "--save_every", "3", "--final_eval", "false"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    train.main(common_args(song_files, full, 8) + args)
+    process = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(REPO_ROOT / "scripts" / "train.py"),
+                              *common_args(song_files, killed, 8), *args], capture_output=True, text=True)
+    assert process.returncode == -9, process.stderr[-2000:]
+    checkpoints = sorted(p.name for p in (killed / "checkpoints").iterdir())
+    assert checkpoints == ["step_000003", "step_000006.partial"]  # the killed save never looks complete
+    assert max(r["step"] for r in read_metrics(killed)) == 6  # the killed run had logged steps 4-6
+
+    with caplog.at_level("INFO", logger="train"):
+        train.main(common_args(song_files, killed, 8) + args + ["--resume"])
+    assert any("resumed from" in r.getMessage() and "(step 3)" in r.getMessage() for r in caplog.records)
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step_000006", "step_000008"]
+    losses = [(r["step"], r["loss"]) for r in read_metrics(killed) if "loss" in r]
+    assert [step for step, _ in losses] == list(range(1, 9))  # steps 4-6 logged once, by the resumed run
+    full_losses = {r["step"]: r["loss"] for r in read_metrics(full) if "loss" in r}
+    for step, loss in losses:
+        assert loss == pytest.approx(full_losses[step], abs=1e-5), step
+
+
+def test_mixture_of_corpora_weights_windows_and_validates_each(pop909_files, bach_files, tmp_path):
+    import shutil
+
+    folders = {"pop": pop909_files[:6], "chorales": bach_files[:6]}
+    for corpus, files in folders.items():
+        (tmp_path / corpus).mkdir()
+        for path in files:
+            shutil.copy(path, tmp_path / corpus / Path(path).name)
+    out = tmp_path / "run"
+    train = load_train_script()
+    train.main(["--data", str(tmp_path / "pop"), str(tmp_path / "chorales"), "--mixture_weights", "2", "0.5",
+                "--output_dir", str(out), "--model", "small", "--max_events", "64", "--batch_size", "2",
+                "--max_steps", "2", "--validation_fraction", "0.3", "--eval_every", "2", "--save_every", "0",
+                "--patches_first_rate", "0.5", "--final_eval", "true", "--num_threads", "2"])
+    records = read_metrics(out)
+    validation = {r["corpus"] for r in records if "val_per_token_nll" in r}
+    final = {r["corpus"] for r in records if r.get("final")}
+    assert validation == final == {"pop", "chorales"}  # one curve and one final figure per corpus
+    args = json.loads((out / "train_args.json").read_text())["data"]
+    assert args["mixture_weights"] == [2.0, 0.5] and args["patches_first_rate"] == 0.5
+    with pytest.raises(SystemExit, match="one weight per --data entry"):
+        train.main(["--data", str(tmp_path / "pop"), "--mixture_weights", "1", "2", "--output_dir", str(out)])

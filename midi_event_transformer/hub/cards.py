@@ -66,6 +66,20 @@ KNOWN_DATASETS: dict[str, dict[str, str]] = {
         "license": "compositions public domain; encodings under the music21 corpus terms",
         "description": "Four-part chorales by J. S. Bach, written to MIDI with music21.",
     },
+    "openscore_lieder": {
+        "name": "OpenScore Lieder",
+        "url": "https://github.com/OpenScore/Lieder",
+        "license": "CC0-1.0",
+        "description": "Art songs for voice and piano (MusicXML scores) rendered to MIDI with music21, each part's "
+                       "General MIDI program set by its name (voice 53 Voice Oohs, piano 0).",
+    },
+    "openscore_quartets": {
+        "name": "OpenScore String Quartets",
+        "url": "https://github.com/OpenScore/StringQuartets",
+        "license": "CC0-1.0",
+        "description": "String quartets (MusicXML scores, all movements) rendered to MIDI with partitura, one "
+                       "channel a part (violin 40, viola 41, cello 42).",
+    },
 }
 
 DEFAULT_LIMITATIONS = [

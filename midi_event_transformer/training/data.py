@@ -10,6 +10,7 @@ Three steps, each usable alone:
    random start as the reference does, and applies the tokenizer's augmentation on the fly. The
    randomness is a pure function of ``(seed, epoch, index)``, so a resumed run sees the same data. With
    ``fim_rate > 0`` that share of windows become fill-in-the-middle examples (``generation/fim.py``).
+   ``windows_per_file`` weighs a mixture of corpora (a file may give several windows per epoch, or a share of one).
 3. :class:`DataCollatorForMidiEvents` pads a batch by whole events (right or left), builds the
    ``attention_mask`` and the ``labels`` (pad -> -100).
 """
@@ -32,7 +33,7 @@ import torch
 from ..errors import InvalidMidiError
 from ..generation.fim import bar_steps, draw_span, event_steps, fim_rows
 from ..midi_reading import find_midi_files
-from ..vocabulary import PAD_ID, TOKENS_PER_EVENT
+from ..vocabulary import EVENT_TYPE_IDS, PAD_ID, TOKENS_PER_EVENT
 
 logger = logging.getLogger(__name__)
 
@@ -163,11 +164,21 @@ class MidiWindowDataset(torch.utils.data.Dataset):
     draws use their own generator seeded by ``(seed, epoch, index)``, so the windows themselves (start, augmentation)
     are the same whatever the rate, and a resumed run sees the same examples. A window where no span fits stays
     plain. The model needs the sentinel ids (``model.resize_for_fim()``).
+
+    Mixtures: ``windows_per_file[i]`` is how many windows file ``i`` gives per epoch (its corpus' weight); the
+    integer part is repeated, a fractional part gives one more window to that share of the files (drawn once, from
+    ``seed``). Each window is then an item of its own, drawn as above from ``(seed, epoch, item)``.
+
+    Instrument prompts: with ``patches_first_rate > 0``, that share of the windows that start at a song's first
+    event have the song's time-0 events reordered so that its signatures, tempo and patch changes come before its
+    first notes, the layout of ``generation.prompts.build_prompt``'s instrument prompts (scores rendered to MIDI
+    often put each part's patch change just before that part's first note). Every event keeps its time.
     """
 
     def __init__(self, dataset: datasets.Dataset, max_events: int = 512, *, tokenizer: Any = None,
                  augment: bool = False, random_start: bool = True, seed: int = 0, fim_rate: float = 0.0,
-                 fim_bars: tuple[int, int] = (1, 8)) -> None:
+                 fim_bars: tuple[int, int] = (1, 8), windows_per_file: Sequence[float] | None = None,
+                 patches_first_rate: float = 0.0) -> None:
         if max_events < 2:
             raise ValueError(f"max_events must be >= 2 (context + one predicted event), got {max_events}")
         if augment and tokenizer is None:
@@ -178,7 +189,11 @@ class MidiWindowDataset(torch.utils.data.Dataset):
             raise ValueError(f"fim_bars must be (min, max) with 1 <= min <= max, got {fim_bars}")
         if fim_rate and max_events < 8:
             raise ValueError(f"fill-in-the-middle examples need max_events >= 8, got {max_events}")
+        if not 0.0 <= patches_first_rate <= 1.0:
+            raise ValueError(f"patches_first_rate must be in [0, 1], got {patches_first_rate}")
         self.dataset = dataset.with_format("numpy", columns=["input_ids"])
+        self.items = self._mixture_items(len(dataset), windows_per_file, seed)
+        self.patches_first_rate = patches_first_rate
         self.max_events, self.tokenizer = max_events, tokenizer
         self.augment, self.random_start, self.seed, self.epoch = augment, random_start, seed, 0
         self.fim_rate, self.fim_bars = fim_rate, (int(fim_bars[0]), int(fim_bars[1]))
@@ -186,11 +201,30 @@ class MidiWindowDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @staticmethod
+    def _mixture_items(n_files: int, windows_per_file: Sequence[float] | None, seed: int) -> np.ndarray:
+        """``(n_items,)`` file index of every item of an epoch."""
+        if windows_per_file is None:
+            return np.arange(n_files)
+        weights = np.asarray(windows_per_file, dtype=np.float64)
+        if weights.shape != (n_files,):
+            raise ValueError(f"windows_per_file needs one weight per file ({n_files}), got shape {weights.shape}")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("windows_per_file must be finite and >= 0")
+        whole = np.floor(weights)
+        extra = np.random.default_rng([seed, 2**31 - 1]).random(n_files) < weights - whole
+        items = np.repeat(np.arange(n_files), (whole + extra).astype(np.int64))
+        if len(items) == 0:
+            raise ValueError("windows_per_file gives no window at all")
+        return items
+
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.items)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        rows = self.dataset[index]["input_ids"].astype(np.int64).reshape(-1, TOKENS_PER_EVENT)  # (n, 8)
+        if not 0 <= index < len(self.items):
+            raise IndexError(f"item {index} out of range for {len(self.items)} windows")
+        rows = self.dataset[int(self.items[index])]["input_ids"].astype(np.int64).reshape(-1, TOKENS_PER_EVENT)  # (n, 8)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.random_start and len(rows) > self.max_events:
             start = int(rng.integers(0, len(rows) - self.max_events))
@@ -201,6 +235,9 @@ class MidiWindowDataset(torch.utils.data.Dataset):
         rows = rows[start:start + self.max_events]
         if self.augment:
             rows = self.tokenizer.augment(rows, generator=rng)
+        if self.patches_first_rate and start == 0:
+            if np.random.default_rng([self.seed, self.epoch, index, 2]).random() < self.patches_first_rate:
+                rows = patches_first(rows)
         if self.fim_rate:
             fim_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             if fim_rng.random() < self.fim_rate:
@@ -217,6 +254,19 @@ class MidiWindowDataset(torch.utils.data.Dataset):
         if span is None:
             return rows
         return fim_rows(rows, *span, training=True, previous_step=previous, max_rows=self.max_events)
+
+
+def patches_first(rows: np.ndarray) -> np.ndarray:
+    """``rows`` (a piece from its start, ``(n, 8)``) with the events at time 0 reordered: everything that is not a
+    note (signatures, tempo, patch and control changes) first, then the notes, each group in its own order.
+
+    Every moved row has a zero time delta (it is at time 0, like the rows around it), so every event keeps its
+    time; the rows after the first one at a later time stay where they are.
+    """
+    at_zero = int(np.argmax(event_steps(rows) > 0)) if np.any(event_steps(rows) > 0) else len(rows)
+    head = rows[:at_zero]
+    is_note = head[:, 0] == EVENT_TYPE_IDS["note"]
+    return np.concatenate([head[~is_note], head[is_note], rows[at_zero:]])
 
 
 @dataclass
@@ -270,6 +320,7 @@ __all__ = [
     "DataCollatorForMidiEvents",
     "MidiWindowDataset",
     "is_validation_file",
+    "patches_first",
     "split_by_file",
     "tokenize_midi_dataset",
 ]

@@ -34,6 +34,7 @@ from midi_event_transformer.apps.web_jobs import (
 )
 from midi_event_transformer.evaluation.audio import audio_problem
 from midi_event_transformer.generation.api import generate_rows
+from midi_event_transformer.generation.known_instruments import write_training_data
 from midi_event_transformer.generation.loading import is_int8_quantized
 from midi_event_transformer.generation.musical_time import MusicalClock
 from midi_event_transformer.generation.prompts import event_row
@@ -278,6 +279,27 @@ def test_done_text_counts_the_generated_events_and_the_prompt_apart():
     assert done_text(7, [512, 498], 1, 3.0, 170.0) == ("Done: 2 samples, seed 7: 512 and 498 events generated in "
                                                        "3.0 s, 170.0 events/s per sample, plus 1 prompt event each.")
     assert done_text(3, [16], 0, 0.5, 32.0) == "Done: 1 sample, seed 3: 16 events generated in 0.5 s, 32.0 events/s."
+    warning = "the model never saw Violin in training: expect it to be played like the instruments it knows (Oboe)"
+    assert done_text(3, [16], 0, 0.5, 32.0, warning) == ("Done: 1 sample, seed 3: 16 events generated in 0.5 s, "
+                                                          f"32.0 events/s. Warning: {warning}.")
+
+
+def test_a_job_names_the_instruments_the_model_never_saw(tmp_path):
+    directory = save_tiny_model(tmp_path / "model")
+    write_training_data(directory, {"format": 1, "songs": 1, "events": 9, "drum_kits": [],
+                                    "programs": [{"program": 68, "name": "Oboe", "notes": 9}]})
+    models = ModelStore(str(directory), device="cpu")
+    job = GenerationJob(AppRequest(instruments=["Violin", "Oboe"], events=4, seed=0), models)
+    updates = run(job)
+    warning = "the model never saw Violin in training: expect it to be played like the instruments it knows (Oboe)"
+    assert job.warning == warning and updates[-1].warning == warning and len(job.result()) == 1
+    seen = GenerationJob(AppRequest(instruments=["Oboe"], events=4), models)
+    assert run(seen)[-1].warning is None and seen.warning is None
+    bad = GenerationJob(AppRequest(instruments=["Violinn"], events=4), models)
+    run(bad)  # a bad name: no warning, generate_midi's error
+    assert bad.warning is None
+    with pytest.raises(ValueError, match="unknown instrument"):
+        bad.result()
 
 
 def test_write_samples_writes_midi_and_piano_rolls_and_skips_audio_of_long_pieces(tmp_path):

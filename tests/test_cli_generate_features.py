@@ -1,4 +1,5 @@
-"""``midi-event-transformer generate --add-track / --regenerate-track / --seconds / --bars / --context-events``."""
+"""``midi-event-transformer generate --add-track / --regenerate-track / --seconds / --bars / --context-events``, and
+the one-line warning of an instrument the model never saw in training."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from generation_helpers import (
 
 from midi_event_transformer import generate_midi
 from midi_event_transformer.apps.cli import main
+from midi_event_transformer.generation.known_instruments import write_training_data
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
 torch.set_num_threads(1)
@@ -116,3 +118,18 @@ def test_infill_errors_are_one_line(model_dir, song, tmp_path, capsys, arguments
     arguments = [str(song) if a == "SONG" else a for a in arguments]
     code, _, err = run(["generate", "--model", str(model_dir), "--output-dir", str(tmp_path), *arguments], capsys)
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_an_instrument_the_model_never_saw_is_one_warning_line(tmp_path, capsys):
+    directory = save_tiny_model(tmp_path / "model")
+    write_training_data(directory, {"format": 1, "songs": 1, "events": 9, "drum_kits": [],
+                                    "programs": [{"program": 0, "name": "Acoustic Grand Piano", "notes": 9}]})
+    arguments = ["generate", "--model", str(directory), "--events", "4", "--seed", "1", "--output-dir",
+                 str(tmp_path / "out"), "--no-progress", "--drum-kit", "Standard"]
+    code, out, err = run([*arguments, "--instruments", "Violin, Piano"], capsys)
+    assert code == 0 and (tmp_path / "out" / "generated_seed1_0.mid").is_file()
+    assert err == ("midi-event-transformer: warning: the model never saw Violin, Drums (Standard kit) in training: "
+                   "expect them to be played like the instruments it knows (Acoustic Grand Piano)\n")
+    (directory / "training_data.json").unlink()  # no record: no warning
+    code, out, err = run([*arguments, "--instruments", "Violin"], capsys)
+    assert code == 0 and err == ""

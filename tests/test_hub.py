@@ -123,6 +123,29 @@ def test_model_card_metadata_and_content(model_dir, tmp_path):
     assert "midi-event-transformer generate --model someone/pop909-small" in text
 
 
+def test_model_card_shows_what_the_model_saw_in_training(model_dir, tmp_path):
+    from midi_event_transformer.generation.known_instruments import write_training_data
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((model_dir / name).read_bytes())
+    assert "What the model saw in training" not in write_model_card(folder).read_text()  # no file, no table
+    counts = {"format": 1, "songs": 909, "events": 3012345, "drum_kits": [],
+              "programs": [{"program": 0, "name": "Acoustic Grand Piano", "notes": 1234567},
+                           {"program": 33, "name": "Electric Bass (finger)", "notes": 89}]}
+    write_training_data(folder, counts, sources=["pop909"])
+    text = write_model_card(folder, datasets=["pop909"]).read_text()
+    assert "## What the model saw in training\n\n909 songs, 3,012,345 events." in text
+    assert ("| instrument | program | notes |\n|---|---|---|\n| Acoustic Grand Piano | 0 | 1,234,567 |\n"
+            "| Electric Bass (finger) | 33 | 89 |\n") in text
+    assert "No drum kits" in text and text.index("What the model saw") < text.index("## Training procedure")
+    write_training_data(folder, {**counts, "drum_kits": [{"program": 32, "name": "Jazz", "notes": 12}]})
+    text = write_model_card(folder).read_text()
+    assert "| drum kit (channel 10) | program | notes |\n|---|---|---|\n| Jazz | 32 | 12 |\n" in text
+    assert "No drum kits" not in text
+
+
 def test_adapter_card_needs_a_base_model(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16,
                                                               "base_model_name_or_path": "someone/base"}))

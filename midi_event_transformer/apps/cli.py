@@ -2,7 +2,8 @@
 
 Each subcommand is a pair of functions: ``_add_<name>(subparsers)`` declares its arguments and sets
 ``handler``, ``_run_<name>(args) -> int`` does the work. Register new subcommands in ``_SUBCOMMANDS``.
-Errors the user can fix (bad arguments, unreadable MIDI) print one line on stderr and exit non-zero.
+Errors the user can fix (bad arguments, unreadable MIDI) print one line on stderr and exit non-zero; the package's
+logged warnings (e.g. an instrument the model never saw in training) print one line each on stderr too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import types
 import typing
@@ -370,6 +372,23 @@ def _run_app(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- main
+class _StderrLines(logging.Handler):
+    """The package's log records at WARNING and above as ``midi-event-transformer: warning: <message>``, one line
+    each on the current ``sys.stderr`` (a traceback, if any, follows)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{PROG}: {record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            print(text, file=sys.stderr)
+        except Exception:  # as logging.Handler does: a broken stream must not end the command
+            self.handleError(record)
+
+
 class _UsageError(Exception):
     """A user error found after argument parsing (printed as one line, exit status 2)."""
 
@@ -394,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_request:  # --help (0) or a usage error (2, already printed)
         return int(exit_request.code or 0)
+    package_logger = logging.getLogger(__name__.split(".")[0])
+    warning_lines = _StderrLines()
+    package_logger.addHandler(warning_lines)
     try:
         return args.handler(args)
     except (InvalidMidiError, _UsageError) as err:
@@ -404,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # e.g. piped into `head`
         return 0
+    finally:
+        package_logger.removeHandler(warning_lines)
 
 
 if __name__ == "__main__":

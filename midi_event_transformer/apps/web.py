@@ -159,30 +159,41 @@ def _progress_bar(update: JobUpdate) -> tuple[float, float]:
     return 0, 1  # not known yet (a track edit before its prompt is read)
 
 
+def _with_warning(text: str, warning: str | None) -> str:
+    """A status line followed by a request's warning (``requests.instrument_warning``'s line, as a sentence)."""
+    if not warning:
+        return text
+    return f"{text} Warning: {warning}."
+
+
 def _progress_html(update: JobUpdate) -> str:
     done, total = _progress_bar(update)
     if update.stage == "loading":
         return _status_html("loading the model ...", done=0, total=total)
     speed = f"{update.events_per_second:.1f} events/s"
     if update.time_total is not None:
-        return _status_html(f"{update.events_done} events, {_time_text(update.time_done or 0.0, update.time_unit)} "
-                            f"of {_time_text(update.time_total, update.time_unit)}, {speed}", done=done, total=total)
-    if update.events_total is None:
-        return _status_html(f"{update.events_done} events, {speed}", done=done, total=total)
-    return _status_html(f"{update.events_done} / {update.events_total} events, {speed}", done=done, total=total)
+        text = (f"{update.events_done} events, {_time_text(update.time_done or 0.0, update.time_unit)} of "
+                f"{_time_text(update.time_total, update.time_unit)}, {speed}")
+    elif update.events_total is None:
+        text = f"{update.events_done} events, {speed}"
+    else:
+        text = f"{update.events_done} / {update.events_total} events, {speed}"
+    return _status_html(_with_warning(text + ".", update.warning) if update.warning else text, done=done, total=total)
 
 
-def done_text(seed: int, generated: list[int], prompt_events: int, seconds: float, events_per_second: float) -> str:
+def done_text(seed: int, generated: list[int], prompt_events: int, seconds: float, events_per_second: float,
+              warning: str | None = None) -> str:
     """The status line of a finished generation: the events each sample generated, the seconds the generation took
-    and its speed (generated events per second, per sample), then the prompt's events apart."""
+    and its speed (generated events per second, per sample), then the prompt's events apart, then the request's
+    ``warning`` (new instruments the model never saw in training: ``GenerationJob.warning``) if any."""
     count = len(generated)
     events = (f"{generated[0]} events" if count == 1 else
               f"{', '.join(map(str, generated[:-1]))} and {generated[-1]} events")
     speed = f"{events_per_second:.1f} events/s" + (" per sample" if count > 1 else "")
     prompt = f", plus {prompt_events} prompt event{'s' if prompt_events != 1 else ''}" + (" each" if count > 1
                                                                                            else "")
-    return (f"Done: {count} sample{'s' if count > 1 else ''}, seed {seed}: {events} generated in {seconds:.1f} s, "
-            f"{speed}{prompt if prompt_events else ''}.")
+    return _with_warning(f"Done: {count} sample{'s' if count > 1 else ''}, seed {seed}: {events} generated in "
+                        f"{seconds:.1f} s, {speed}{prompt if prompt_events else ''}.", warning)
 
 
 def _error_text(error: BaseException) -> str:
@@ -508,7 +519,7 @@ class MidiApp:
             midis = job.result()
             preview = job.preview
             done = done_text(request.seed, [sample.generated_events for sample in preview.samples],
-                             preview.prompt_events, preview.seconds(), preview.events_per_second())
+                             preview.prompt_events, preview.seconds(), preview.events_per_second(), job.warning)
             bar = dict(zip(("done", "total"), _progress_bar(job.progress()), strict=True))
             for stage, samples in write_samples_in_stages(midis, directory, request.seed, audio=audio,
                                                           highlight=job.rewritten_beats()):

@@ -43,7 +43,7 @@ from ..generation.api import generate_midi
 from ..generation.loading import load_model_and_tokenizer, resolve_dtype
 from ..generation.musical_time import MusicalClock, TimeLimit
 from ..generation.outputs import save_samples
-from ..generation.requests import LoadingOptions, option_fields
+from ..generation.requests import LoadingOptions, PromptOptions, instrument_warning, option_fields
 from ..generation.streamers import MidiEventStreamer
 from ..vocabulary import EVENT_PARAMETERS, EVENT_TYPE_IDS, PARAMETER_OFFSETS, STEPS_PER_BEAT, TOKENS_PER_EVENT
 
@@ -328,6 +328,8 @@ class JobUpdate:
         time_done, time_total, time_unit: the musical time reached after the prompt and the length asked for, in
             ``time_unit`` (``"s"`` or ``"bars"``), when the length is in seconds / bars or a track is edited (the
             total is then the prompt's length in seconds); None otherwise.
+        warning: the request's new instruments the model never saw in training, in one line
+            (:attr:`GenerationJob.warning`), or None.
     """
 
     stage: str
@@ -338,6 +340,7 @@ class JobUpdate:
     time_done: float | None = None
     time_total: float | None = None
     time_unit: str = "s"
+    warning: str | None = None
 
 
 class GenerationJob:
@@ -362,6 +365,9 @@ class GenerationJob:
         self.preview = LivePreview(request.num_samples, None if request.edits_track else request.events,
                                    limit=limit)
         self.tokenizer: Any = None
+        #: One line naming the request's new instruments the model never saw in training (set once the model is
+        #: loaded; ``requests.instrument_warning``), or None.
+        self.warning: str | None = None
         self._midis: list | None = None
         self._error: BaseException | None = None
         self._loaded = threading.Event()
@@ -371,6 +377,7 @@ class GenerationJob:
     def _work(self) -> None:
         try:
             model, self.tokenizer = self.models.get(self.request.model, self.request.dtype)
+            self.warning = self._instrument_warning(model)
             if self.request.edits_track and self.preview.time_total is None:  # it ends where the prompt ends
                 self.preview.set_time_total(self._prompt_seconds())
             self._loaded.set()
@@ -382,6 +389,16 @@ class GenerationJob:
             self._loaded.set()
             self.preview.finished.set()
             self._done.set()
+
+    def _instrument_warning(self, model: Any) -> str | None:
+        """``requests.instrument_warning`` of the request (None for a bad one: ``generate_midi`` reports it)."""
+        names = {option.name for option in dataclasses.fields(PromptOptions)}
+        try:
+            options = PromptOptions(**{name: value for name, value in self.request.generate_kwargs().items()
+                                       if name in names})
+            return instrument_warning(model, options)
+        except (TypeError, ValueError):
+            return None
 
     def _prompt_seconds(self) -> float:
         """Where the prompt's last event starts, in seconds (a track edit's piece ends there)."""
@@ -440,7 +457,7 @@ class GenerationJob:
         preview = self.preview
         return JobUpdate("generating" if self._loaded.is_set() else "loading", preview.events_done,
                          preview.events_total, preview.events_per_second(), frame, preview.time_done(),
-                         preview.time_total, preview.time_unit)
+                         preview.time_total, preview.time_unit, self.warning)
 
     def progress(self) -> JobUpdate:
         """Where the job stands now (no frame)."""

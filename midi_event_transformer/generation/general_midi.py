@@ -7,6 +7,8 @@ Lookups used by the prompt builders and the command line:
   (0 = Acoustic Grand Piano .. 127 = Gunshot) -> program number;
 * :func:`drum_kit_program` -- a drum kit name (Standard, Room, Power, Electric, TR-808, Jazz, Brush,
   Orchestra, SFX) or a program number -> the program played on the drum channel (9);
+* :func:`track_instrument` -- what ``add_track`` names: an instrument, a drum kit or ``"drums"`` ->
+  ``(program, is_drum_kit)``;
 * :func:`parse_key_signature` -- ``"D minor"``, ``"F# major"``, ``"Bb"``, ``"C#m"`` -> ``(sf, mi)`` as in a MIDI
   key signature (sharps > 0, flats < 0; mi 1 = minor). The tokenizer stores ``sf + 7`` and ``mi``;
 * :func:`parse_time_signature` -- ``"3/4"`` -> ``(3, 4)``; the tokenizer stores ``numerator - 1`` and
@@ -66,6 +68,9 @@ DRUM_KITS: dict[int, str] = {
 }
 #: Other accepted drum kit spellings ("Blush" is the reference app's spelling of Brush).
 DRUM_KIT_ALIASES: dict[str, int] = {"Blush": 40, "808": 25, "Analog": 25, "Orchestral": 48}
+#: Words that ask for a drum track (the Standard kit) where a track's instrument is named, besides the drum kit
+#: names (:func:`track_instrument`).
+DRUM_TRACK_NAMES = ("drums", "drum kit", "percussion")
 
 def _normalise(name: str) -> str:
     """Lower case, without spaces or punctuation ("Acoustic Guitar (nylon)" -> "acousticguitarnylon")."""
@@ -176,6 +181,24 @@ def drum_kit_program(drum_kit: str | int) -> int:
                         f"use one of {', '.join(DRUM_KITS.values())} or a program number 0-127")
 
 
+def track_instrument(instrument: str | int) -> tuple[int, bool]:
+    """``(program, is_drum_kit)`` of a new track's instrument, as ``add_track`` names it: a General MIDI
+    instrument name or program number, a drum kit name (:func:`drum_kit_program`) or one of
+    :data:`DRUM_TRACK_NAMES` (the Standard kit, program 0). A number is an instrument's program.
+
+    Raises:
+        TypeError / ValueError: as :func:`instrument_program` (an unknown name is reported as an instrument).
+    """
+    if isinstance(instrument, str) and not instrument.strip().isdigit():
+        if " ".join(instrument.lower().split()) in DRUM_TRACK_NAMES:
+            return 0, True
+        try:
+            return drum_kit_program(instrument), True
+        except ValueError:  # not a drum kit: an instrument (or an unknown name, reported as an instrument)
+            pass
+    return instrument_program(instrument), False
+
+
 # ----------------------------------------------------------------------------------------- key signatures
 #: Sharps (negative: flats) of the major key on each natural note.
 _MAJOR_SHARPS = {"C": 0, "D": 2, "E": 4, "F": -1, "G": 1, "A": 3, "B": 5}
@@ -271,6 +294,7 @@ __all__ = [
     "DRUM_CHANNEL",
     "DRUM_KITS",
     "DRUM_KIT_ALIASES",
+    "DRUM_TRACK_NAMES",
     "INSTRUMENT_ALIASES",
     "INSTRUMENT_NAMES",
     "MAX_TIME_SIGNATURE_NUMERATOR",
@@ -282,4 +306,5 @@ __all__ = [
     "parse_instruments",
     "parse_key_signature",
     "parse_time_signature",
+    "track_instrument",
 ]

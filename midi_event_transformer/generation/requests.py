@@ -33,6 +33,7 @@ import torch
 from ..vocabulary import BOS_ID, EOS_ID, PAD_ID
 from .general_midi import DRUM_KITS
 from .infilling import InfillPlan, assemble_infill, check_span, plan_infill, span_steps, with_both_sides
+from .known_instruments import read_training_data, unseen_instruments_warning
 from .loading import DTYPE_NAMES, load_model_and_tokenizer
 from .musical_time import MusicalClock, TimeLimit, TimeLimitStoppingCriteria, cut_at_time_limit, end_midi_at
 from .prompts import MAX_BPM, build_prompt, prompt_from_midi, prompt_logits_processors
@@ -575,11 +576,31 @@ def _infill_path(model: Any, prompt: PreparedPrompt, context_events: int) -> Pre
     return dataclasses.replace(prompt, rows=plan.prompt_rows, plan=plan)
 
 
+def instrument_warning(model: Any, options: PromptOptions) -> str | None:
+    """The one line that warns of a request's new instruments (``instruments``, ``drum_kit``, ``add_track``) the
+    model never saw in training, or None: all seen, none asked for, or no record beside the model (see
+    ``known_instruments``; an unreadable record is logged and ignored). What :func:`generate_pieces` logs and the
+    web app shows.
+
+    Raises:
+        ValueError / TypeError: unknown instrument names (as :meth:`PromptOptions.check` and the prompt raise them).
+    """
+    if options.instruments is None and options.drum_kit is None and options.add_track is None:
+        return None
+    try:
+        training_data = read_training_data(model)
+    except ValueError as error:  # a broken record does not stop a generation
+        logger.warning("ignoring what the model saw in training: %s", error)
+        return None
+    return unseen_instruments_warning(training_data, options.instruments, options.drum_kit, options.add_track)
+
+
 def generate_pieces(loading: LoadingOptions, prompt_options: PromptOptions, sampling: SamplingOptions
                     ) -> tuple[list[GeneratedPiece], Any]:
     """Load the model (see ``loading.load_model_and_tokenizer``), prepare the prompt and sample:
     ``(pieces, tokenizer)``. What ``generate_midi``, the CLI and the web app run (the options were checked when
-    they were made)."""
+    they were made). New instruments the model never saw in training are logged as one warning
+    (:func:`instrument_warning`); the generation goes on."""
     prepared = None
     if prompt_options.prompt is None:  # controls only: their errors come before the (slow) model load
         prepared = prepare_prompt(None, prompt_options)
@@ -587,6 +608,9 @@ def generate_pieces(loading: LoadingOptions, prompt_options: PromptOptions, samp
                                                 dtype=loading.dtype)
     if prepared is None:  # a prompt file is encoded with the model's tokenizer
         prepared = prepare_prompt(tokenizer, prompt_options)
+    warning = instrument_warning(model, prompt_options)
+    if warning is not None:
+        logger.warning("%s", warning)
     return generate_prepared(model, [prepared], sampling), tokenizer
 
 
@@ -606,6 +630,7 @@ __all__ = [
     "document_options",
     "generate_pieces",
     "generate_prepared",
+    "instrument_warning",
     "option_fields",
     "options_from_keywords",
     "prepare_prompt",

@@ -56,7 +56,7 @@ from ..vocabulary import (
     STEPS_PER_BEAT,
     TOKENS_PER_EVENT,
 )
-from .general_midi import drum_kit_program, instrument_program
+from .general_midi import DRUM_TRACK_NAMES, track_instrument  # DRUM_TRACK_NAMES re-exported
 from .musical_time import TimeLimit, cut_at_time_limit, event_step
 from .prompts import MELODIC_CHANNELS, event_row
 from .sliding_window import WindowedEventReader
@@ -71,8 +71,6 @@ _EVENT_IDS = frozenset(EVENT_TYPE_IDS.values())
 _PITCH_SLOT = 1 + EVENT_PARAMETERS["note"].index("pitch")
 #: ``KeptEventsPlan.kept_notes`` of a plan without held pitches.
 NO_KEPT_NOTES = np.zeros((0, 4), dtype=np.int64)
-#: Words that ask :func:`plan_track_edit` for a drum track (the Standard kit) besides the drum kit names.
-DRUM_TRACK_NAMES = ("drums", "drum kit", "percussion")
 
 
 def _value(row: Sequence[int], slot: int, parameter: str) -> int:
@@ -190,18 +188,6 @@ def whole_piece(rows: Any) -> np.ndarray:
     return rows[:eos[0]] if len(eos) else rows
 
 
-def _new_track_instrument(add_track: Any) -> tuple[int, bool]:
-    """(program, is_drum_kit) of an ``add_track`` value: an instrument name or number, or a drum kit name."""
-    if isinstance(add_track, str) and not add_track.strip().isdigit():
-        if " ".join(add_track.lower().split()) in DRUM_TRACK_NAMES:
-            return 0, True
-        try:
-            return drum_kit_program(add_track), True
-        except ValueError:  # not a drum kit: an instrument (or an unknown name, reported as an instrument)
-            pass
-    return instrument_program(add_track), False
-
-
 def _tracks_with_notes(rows: np.ndarray) -> list[int]:
     return sorted({_value(row, _TRACK_SLOT, "track") for row in rows.tolist() if row[0] == _NOTE})
 
@@ -271,7 +257,7 @@ def plan_track_edit(rows: Any, *, add_track: str | int | None = None, regenerate
         body, body_steps = body[keep], body_steps[keep]
         prompt_rows = setup  # its own setup (instrument, key) stays
     else:
-        program, drums = _new_track_instrument(add_track)
+        program, drums = track_instrument(add_track)
         pace = _notes_per_beat(rows, steps, with_notes)
         track = max(tracks) + 1
         if track >= PARAMETER_SIZES["track"]:

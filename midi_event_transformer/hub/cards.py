@@ -229,6 +229,24 @@ def _training_rows(training: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return [(str(key).replace("_", " "), _number(value, 4)) for key, value in training.items()]
 
 
+def _training_data(directory: Path) -> dict[str, Any] | None:
+    """The tables of ``training_data.json`` in the folder (``generation.known_instruments``), or None without it."""
+    from ..generation.known_instruments import TRAINING_DATA_FILE, read_training_data
+
+    data = read_training_data(directory)
+    if data is None:
+        return None
+    return {
+        "file": TRAINING_DATA_FILE,
+        "songs": f"{data['songs']:,}" if isinstance(data.get("songs"), int) else None,
+        "events": f"{data['events']:,}" if isinstance(data.get("events"), int) else None,
+        "programs": [(entry.get("name") or str(entry["program"]), entry["program"], f"{entry['notes']:,}")
+                     for entry in data["programs"]],
+        "drum_kits": [(entry.get("name") or str(entry["program"]), entry["program"], f"{entry['notes']:,}")
+                      for entry in data["drum_kits"]],
+    }
+
+
 def _adapter_settings(directory: Path) -> tuple[list[tuple[str, str]], str | None]:
     path = directory / "adapter_config.json"
     if not path.is_file():
@@ -245,7 +263,8 @@ def write_model_card(save_directory: str | os.PathLike, *, config: Any = None, a
 
     Args:
         save_directory: the saved model or adapter folder (its ``config.json`` / ``adapter_config.json`` and
-            ``model.safetensors`` header are read for the architecture and parameter count).
+            ``model.safetensors`` header are read for the architecture and parameter count; its
+            ``training_data.json``, when there is one, for the table "What the model saw in training").
         config: the model's config (object or dict); default: read ``config.json``.
         adapter: use the adapter template (``base_model`` is required, or read from ``adapter_config.json``).
         **fields: what the card says, all optional:
@@ -268,7 +287,7 @@ def write_model_card(save_directory: str | os.PathLike, *, config: Any = None, a
     Raises:
         TypeError: an unknown field name or a field of the wrong type.
         ValueError: an unknown dataset name, an evaluation entry without ``per_token_nll``, an adapter card
-            without a base model.
+            without a base model, a ``training_data.json`` that is not valid.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -312,7 +331,7 @@ def write_model_card(save_directory: str | os.PathLike, *, config: Any = None, a
     values = dict(
         model_name=model_name, repo_id=repo_id, summary=fields.get("summary"),
         architecture=_architecture(config_dict, directory), optimise_midi=optimise_midi,
-        datasets=datasets, training=_training_rows(fields.get("training")),
+        datasets=datasets, training_data=_training_data(directory), training=_training_rows(fields.get("training")),
         training_command=fields.get("training_command"), training_curve=fields.get("training_curve"),
         evaluation=_evaluation_rows(fields.get("evaluation")), statistics=statistics,
         statistics_sets=statistics_sets, figures=figures, limitations=limitations,

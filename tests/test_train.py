@@ -177,6 +177,9 @@ def test_mixture_of_corpora_weights_windows_and_validates_each(pop909_files, bac
     validation = {r["corpus"] for r in records if "val_per_token_nll" in r}
     final = {r["corpus"] for r in records if r.get("final")}
     assert validation == final == {"pop", "chorales"}  # one curve and one final figure per corpus
+    seen = json.loads((out / "final" / "training_data.json").read_text())  # what the model knows, beside it
+    assert set(seen["sources"]) == {"pop", "chorales"} and seen["sources"]["pop"]["windows_per_file"] == 2.0
+    assert {entry["name"] for entry in seen["programs"]} >= {"Acoustic Grand Piano"} and seen["drum_kits"] == []
     args = json.loads((out / "train_args.json").read_text())["data"]
     assert args["mixture_weights"] == [2.0, 0.5] and args["patches_first_rate"] == 0.5
     with pytest.raises(SystemExit, match="one weight per --data entry"):

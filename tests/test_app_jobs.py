@@ -385,3 +385,36 @@ def test_page_values_become_a_request():
         request(**upload, prompt_action="regenerate a track")
     with pytest.raises(ValueError, match="upload a MIDI file to add a track"):
         request(mode="continue", prompt_action="add a track", add_track="Violin")
+
+
+def test_a_job_thread_decodes_a_small_model_with_one_thread_and_restores_the_count():
+    import threading
+
+    from midi_event_transformer.apps.web_jobs import job_thread_decoding
+
+    small = torch.nn.Linear(4, 4)  # a model's parameters are all the rule reads
+    seen = {}
+    before = torch.get_num_threads()
+
+    def job(name, model):
+        with job_thread_decoding(model):
+            seen[name] = torch.get_num_threads()
+        seen[name + " after"] = torch.get_num_threads()
+
+    worker = threading.Thread(target=job, args=("small", small))
+    worker.start()
+    worker.join()
+    with job_thread_decoding(small):  # the main thread's team spins: it keeps its threads
+        seen["main"] = torch.get_num_threads()
+    assert seen["small"] == 1 and seen["small after"] == before and seen["main"] == before
+    import midi_event_transformer.apps.web_jobs as web_jobs
+
+    original = web_jobs.SMALL_MODEL_FP32_BYTES
+    web_jobs.SMALL_MODEL_FP32_BYTES = 8  # every model is large now
+    try:
+        worker = threading.Thread(target=job, args=("large", small))
+        worker.start()
+        worker.join()
+    finally:
+        web_jobs.SMALL_MODEL_FP32_BYTES = original
+    assert seen["large"] == before

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -36,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from transformers.generation.streamers import BaseStreamer
 
 from ..errors import error_line
 from ..generation.api import generate_midi
-from ..generation.loading import load_model_and_tokenizer, resolve_dtype
+from ..generation.loading import SMALL_MODEL_FP32_BYTES, load_model_and_tokenizer, resolve_dtype
 from ..generation.musical_time import MusicalClock, TimeLimit
 from ..generation.outputs import save_samples
 from ..generation.requests import LoadingOptions, PromptOptions, instrument_warning, option_fields
@@ -343,6 +345,30 @@ class JobUpdate:
     warning: str | None = None
 
 
+@contextlib.contextmanager
+def job_thread_decoding(model: Any) -> Iterator[None]:
+    """Decode a small model on a CPU with one intra-op thread while in a job's thread, then restore the count.
+
+    A job runs in a thread of its own, not in the process's main thread. GNU OpenMP (PyTorch's CPU wheels) lets
+    an idle thread team spin only while the process holds no more OpenMP threads than CPUs, and the main thread's
+    team already holds them: a second team in the job's thread waits by sleeping, and each of the thousands of small
+    operations of a decoding step then pays a wake-up. One thread has no team to wake, which is faster for a model
+    whose operations are small (under ``SMALL_MODEL_FP32_BYTES``); a larger model keeps its threads.
+    (``scripts/bench_app.py`` gives both, against ``generate_midi`` in the main thread.)
+    """
+    fp32_bytes = 4 * sum(parameter.numel() for parameter in model.parameters())
+    on_cpu = getattr(model, "device", torch.device("cpu")).type == "cpu"
+    if not on_cpu or fp32_bytes >= SMALL_MODEL_FP32_BYTES or threading.current_thread() is threading.main_thread():
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class GenerationJob:
     """One generation request run in a worker thread (the caller's thread stays free to report progress).
 
@@ -381,8 +407,9 @@ class GenerationJob:
             if self.request.edits_track and self.preview.time_total is None:  # it ends where the prompt ends
                 self.preview.set_time_total(self._prompt_seconds())
             self._loaded.set()
-            self._midis = generate_midi(model, self.tokenizer, streamer=self.preview,
-                                        **self.request.generate_kwargs())
+            with job_thread_decoding(model):
+                self._midis = generate_midi(model, self.tokenizer, streamer=self.preview,
+                                            **self.request.generate_kwargs())
         except BaseException as error:  # handed to the caller by result()
             self._error = error
         finally:

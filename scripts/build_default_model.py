@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluation.append({**result.to_dict(), "data": f"{label} held out ({result.n_files} songs)",
                            "note": f"the shipped {args.dtype} weights, loaded with from_pretrained's defaults"})
     pop909 = held_out.get("pop909", [])
-    infill = evaluate_infill(model, tokenizer, pop909, span_bars=4, seed=0).to_dict() if pop909 else None
+    infill = evaluate_infill(model, tokenizer, pop909, span_bars=4, seed=0, spans_per_file=3).to_dict() if pop909 else None
 
     samples_dir = run / "samples"
     shutil.rmtree(samples_dir, ignore_errors=True)

@@ -133,3 +133,18 @@ def test_an_instrument_the_model_never_saw_is_one_warning_line(tmp_path, capsys)
     (directory / "training_data.json").unlink()  # no record: no warning
     code, out, err = run([*arguments, "--instruments", "Violin"], capsys)
     assert code == 0 and err == ""
+
+
+def test_the_shipped_model_warns_for_drums_and_a_reference_checkpoint_does_not(shared_dir, tmp_path, capsys):
+    from midi_event_transformer.hub.conversion import convert_skytnt_checkpoint
+
+    arguments = ["generate", "--events", "4", "--seed", "1", "--no-progress", "--drum-kit", "Standard",
+                 "--instruments", "Violin"]
+    code, out, err = run([*arguments, "--output-dir", str(tmp_path / "shipped")], capsys)
+    assert code == 0 and err.count("\n") == 1, err  # the shipped model's data has no drums: one line
+    assert err.startswith("midi-event-transformer: warning: the model never saw Drums (Standard kit) in training")
+    assert "Violin" not in err  # the string quartets taught it the violin
+    reference = shared_dir / "reference" / "skytnt_small" / "model"
+    converted = convert_skytnt_checkpoint(reference, tmp_path / "converted")
+    code, out, err = run([*arguments, "--model", str(converted), "--output-dir", str(tmp_path / "ref")], capsys)
+    assert code == 0 and err == ""  # no training_data.json: nothing to warn about

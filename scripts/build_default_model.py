@@ -191,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         evaluation.append({**result.to_dict(), "data": f"{label} held out ({result.n_files} songs)",
                            "note": f"the shipped {args.dtype} weights, loaded with from_pretrained's defaults"})
     pop909 = held_out.get("pop909", [])
-    infill = evaluate_infill(model, tokenizer, pop909, span_bars=4, seed=0, spans_per_file=3).to_dict() if pop909 else None
 
+    # generation as generate_midi() runs the shipped model on a CPU: computed in float32
+    model = MidiEventTransformerForCausalLM.from_pretrained(output, dtype=torch.float32).eval()
+    infill = evaluate_infill(model, tokenizer, pop909, span_bars=4, seed=0, spans_per_file=3).to_dict() if pop909 else None
     samples_dir = run / "samples"
     shutil.rmtree(samples_dir, ignore_errors=True)
     controls = {name: evaluate_instrument_controls(model, tokenizer, instruments=request, seeds=(0, 1, 2),

@@ -6,7 +6,11 @@ import mido
 import pytest
 from generation_helpers import tiny_model
 
-from midi_event_transformer.evaluation.instruments import bar_starts, evaluate_instrument_controls, piece_parts
+from midi_event_transformer.evaluation.instruments import (
+    bar_starts,
+    evaluate_instrument_controls,
+    piece_parts,
+)
 from midi_event_transformer.generation.note_list import read_notes
 
 

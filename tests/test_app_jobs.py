@@ -407,14 +407,14 @@ def test_a_job_thread_decodes_a_small_model_with_one_thread_and_restores_the_cou
     with job_thread_decoding(small):  # the main thread's team spins: it keeps its threads
         seen["main"] = torch.get_num_threads()
     assert seen["small"] == 1 and seen["small after"] == before and seen["main"] == before
-    import midi_event_transformer.apps.web_jobs as web_jobs
+    import midi_event_transformer.generation.loading as loading
 
-    original = web_jobs.SMALL_MODEL_FP32_BYTES
-    web_jobs.SMALL_MODEL_FP32_BYTES = 8  # every model is large now
+    original = loading.SMALL_MODEL_FP32_BYTES
+    loading.SMALL_MODEL_FP32_BYTES = 8  # every model is large now
     try:
         worker = threading.Thread(target=job, args=("large", small))
         worker.start()
         worker.join()
     finally:
-        web_jobs.SMALL_MODEL_FP32_BYTES = original
+        loading.SMALL_MODEL_FP32_BYTES = original
     assert seen["large"] == before

@@ -42,7 +42,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..errors import error_line
 from ..generation.api import generate_midi
-from ..generation.loading import SMALL_MODEL_FP32_BYTES, load_model_and_tokenizer, resolve_dtype
+from ..generation.loading import is_small_model, load_model_and_tokenizer, resolve_dtype
 from ..generation.musical_time import MusicalClock, TimeLimit
 from ..generation.outputs import save_samples
 from ..generation.requests import LoadingOptions, PromptOptions, instrument_warning, option_fields
@@ -353,12 +353,11 @@ def job_thread_decoding(model: Any) -> Iterator[None]:
     an idle thread team spin only while the process holds no more OpenMP threads than CPUs, and the main thread's
     team already holds them: a second team in the job's thread waits by sleeping, and each of the thousands of small
     operations of a decoding step then pays a wake-up. One thread has no team to wake, which is faster for a model
-    whose operations are small (under ``SMALL_MODEL_FP32_BYTES``); a larger model keeps its threads.
+    whose operations are small (``generation.loading.is_small_model``); a larger model keeps its threads.
     (``scripts/bench_app.py`` gives both, against ``generate_midi`` in the main thread.)
     """
-    fp32_bytes = 4 * sum(parameter.numel() for parameter in model.parameters())
     on_cpu = getattr(model, "device", torch.device("cpu")).type == "cpu"
-    if not on_cpu or fp32_bytes >= SMALL_MODEL_FP32_BYTES or threading.current_thread() is threading.main_thread():
+    if not on_cpu or not is_small_model(model) or threading.current_thread() is threading.main_thread():
         yield
         return
     threads = torch.get_num_threads()

@@ -109,13 +109,18 @@ def quantized_int8_copy(model: Any) -> Any:
     return copy.deepcopy(model).to(device="cpu", dtype=torch.float32).quantize_dynamic_int8()
 
 
+def is_small_model(model: Any) -> bool:
+    """Whether ``model`` takes less than ``SMALL_MODEL_FP32_BYTES`` in float32: its operations are small enough that
+    a CPU runs them faster in float32 and on one thread than the overheads of bf16 or of waking a thread team."""
+    return 4 * sum(parameter.numel() for parameter in model.parameters()) < SMALL_MODEL_FP32_BYTES
+
+
 def default_compute_dtype(model: Any, device: torch.device) -> torch.dtype | None:
     """The dtype a model loaded without an asked dtype computes in on ``device``: float32 for a small model on a CPU
-    (see ``SMALL_MODEL_FP32_BYTES``), else None (its stored dtype)."""
+    (see :func:`is_small_model`), else None (its stored dtype)."""
     if device.type != "cpu" or not model.dtype.is_floating_point or model.dtype == torch.float32:
         return None
-    fp32_bytes = 4 * sum(parameter.numel() for parameter in model.parameters())
-    return torch.float32 if fp32_bytes < SMALL_MODEL_FP32_BYTES else None
+    return torch.float32 if is_small_model(model) else None
 
 
 def _model_directory_problem(directory: Path) -> str | None:
@@ -262,6 +267,7 @@ __all__ = [
     "SMALL_MODEL_FP32_BYTES",
     "check_int8_device",
     "default_compute_dtype",
+    "is_small_model",
     "is_int8_quantized",
     "load_model_and_tokenizer",
     "load_tokenizer",

@@ -35,6 +35,7 @@ from transformers import HfArgumentParser
 from midi_event_transformer import MidiEventTransformerConfig, MidiEventTransformerForCausalLM
 from midi_event_transformer.evaluation.nll import evaluate_nll
 from midi_event_transformer.generation.outputs import save_samples
+from midi_event_transformer.midi_reading import find_midi_files
 from midi_event_transformer.modeling_midi_event_transformer import flat_causal_lm_loss
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.training.data import (
@@ -252,17 +253,9 @@ def save_checkpoint(accelerator: Accelerator, checkpoint_dir: Path, step: int, k
     return final
 
 
-def corpus_names(data: list[str], sources: list) -> dict[str, str]:
+def corpus_names(data: list[str]) -> dict[str, str]:
     """File name (as the dataset names it) -> the name of the ``--data`` entry it came from (its folder's name)."""
-    from midi_event_transformer.midi_reading import find_midi_files
-
-    wanted = {str(path) for path in sources} if sources is not data else None
-    corpus_of = {}
-    for entry in data:
-        for path in find_midi_files([entry]):
-            if wanted is None or str(path) in wanted:
-                corpus_of.setdefault(str(path), Path(entry).name)
-    return corpus_of
+    return {str(path): Path(entry).name for entry in reversed(data) for path in find_midi_files([entry])}
 
 
 def mixture_weights(data: list[str], weights: list[float], corpus_of: dict[str, str], names: list[str],
@@ -295,11 +288,8 @@ def record_training_data(directory: Path, train_split, corpus_of: dict[str, str]
                          ) -> None:
     """``training_data.json`` beside the weights: the programs and drum kits of the training files, with their note
     counts, and the corpora with their files and weights (what the model knows; generation warns on the rest)."""
-    try:
-        from midi_event_transformer.generation.known_instruments import count_instruments, write_training_data
-    except ImportError:  # a checkout without the module: the model is still saved
-        logger.warning("training_data.json not written (no generation.known_instruments)")
-        return
+    from midi_event_transformer.generation.known_instruments import count_instruments, write_training_data
+
     rows = (ids.reshape(-1, TOKENS_PER_EVENT) for ids in train_split.with_format("numpy")["input_ids"])
     corpora: dict[str, dict] = {}
     for i, name in enumerate(train_split["name"]):
@@ -429,8 +419,6 @@ def main(argv: list[str] | None = None) -> None:
                  else MidiEventTransformerTokenizer())
     sources = data_args.data
     if data_args.max_files:
-        from midi_event_transformer.midi_reading import find_midi_files
-
         sources = find_midi_files(sources)[:data_args.max_files]
     with accelerator.main_process_first():
         dataset = tokenize_midi_dataset(sources, tokenizer, cache_dir=data_args.cache_dir or output_dir / "cache",
@@ -438,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
                                         report_path=output_dir / "skipped_files.json")
     splits = split_by_file(dataset, data_args.validation_fraction)
     logger.info("files: %d train, %d validation", len(splits["train"]), len(splits["validation"]))
-    corpus_of = corpus_names(data_args.data, sources)
+    corpus_of = corpus_names(data_args.data)
     if accelerator.is_main_process:  # the held-out songs, for scripts/evaluate.py nll --file-list
         (output_dir / "validation_files.txt").write_text(
             "".join(f"{os.path.abspath(name) if os.path.exists(name) else name}\n"

@@ -6,12 +6,7 @@ import mido
 import pytest
 from generation_helpers import tiny_model
 
-from midi_event_transformer.evaluation.instruments import (
-    bar_starts,
-    evaluate_instrument_controls,
-    piece_parts,
-)
-from midi_event_transformer.generation.note_list import read_notes
+from midi_event_transformer.evaluation.instruments import evaluate_instrument_controls, piece_parts
 
 
 def quartet_file(tmp_path, time_signature=(4, 4)):
@@ -49,9 +44,10 @@ def test_piece_parts_counts_bars_sounding_and_range(tmp_path):
                              "in_range_share": 0.0}  # a silent part fails every figure
 
 
-def test_bar_starts_follow_the_time_signature(tmp_path):
-    notes = read_notes(quartet_file(tmp_path, (3, 4)))
-    assert bar_starts(notes) == [0, 1440, 2880, 4320]
+def test_bars_follow_the_time_signature(tmp_path):
+    parts = piece_parts(quartet_file(tmp_path, (3, 4)), ["Violin", "Violin", "Viola", "Cello"])
+    assert parts["bars"] == 4  # violin 1's four notes, one a bar of 3/4
+    assert parts["parts"][1]["bars_share"] == 0.5  # held from bar 1 into bar 2 of 3/4 too
 
 
 def test_evaluate_instrument_controls_on_a_tiny_model(tmp_path):

@@ -3,8 +3,8 @@
 For each seed, :func:`evaluate_instrument_controls` generates a piece with ``generate_midi(instruments=...)`` and
 reads it back with ``note_list.read_notes``:
 
-- ``bars``: how many bars the piece spans (bar 1 at time 0, bars from its time signatures, 4/4 when it has none),
-  up to the bar of its last note;
+- ``bars``: how many bars the piece spans (bar 1 at time 0, bars from its time signatures, 4/4 when it has none,
+  as ``generation.fim.bar_steps`` reads them), up to the bar of its last note;
 - per requested instrument (its channel, as ``generation.prompts.instrument_channels`` assigns them): its notes,
   the share of the piece's bars in which one of them sounds (``bars_share``) and the share of its notes inside the
   instrument's usual range (``in_range_share``, :data:`INSTRUMENT_RANGES`; ``None`` for an instrument without one).
@@ -14,14 +14,17 @@ Nothing masks pitches during generation: the figures are the model's own.
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from ..generation.fim import bar_steps
 from ..generation.general_midi import instrument_name
-from ..generation.note_list import NoteList, read_notes
+from ..generation.note_list import read_notes
 from ..generation.prompts import instrument_channels
+from ..vocabulary import STEPS_PER_BEAT
 
 #: Usual range (lowest, highest MIDI pitch, both included) by General MIDI program: violin G3 and up, viola C3 and
 #: up, cello C2-A5, the voices (choir aahs, voice oohs, synth voice) C2-C6.
@@ -29,41 +32,35 @@ INSTRUMENT_RANGES: dict[int, tuple[int, int]] = {40: (55, 127), 41: (48, 127), 4
                                                  52: (36, 84), 53: (36, 84), 54: (36, 84)}
 
 
-def bar_starts(notes: NoteList) -> list[int]:
-    """Bar start ticks from the time signatures, bar 1 at tick 0, until past the last note's start."""
-    last = max((note.start for note in notes.notes), default=0)
-    signatures = notes.time_signatures or [(0, 4, 4)]
-    starts, tick, index = [], 0, 0
-    while tick <= last:
-        starts.append(tick)
-        while index + 1 < len(signatures) and signatures[index + 1][0] <= tick:
-            index += 1
-        _, numerator, denominator = signatures[index]
-        length = max(1, numerator * notes.ticks_per_beat * 4 // denominator)
-        following = signatures[index + 1][0] if index + 1 < len(signatures) else None
-        # a signature that changes inside a bar starts a new bar at its tick
-        tick = min(tick + length, following) if following is not None and following > tick else tick + length
-    return starts
+def piece_parts(midi: Any, instruments: Sequence[str | int] | str, tokenizer: Any = None) -> dict[str, Any]:
+    """The figures of one generated piece (see the module docstring) for the requested ``instruments``.
 
+    Bars are those of ``generation.fim.bar_steps`` on the piece's tokens (the library's one reading of bars), each
+    note placed on the same 16th-of-a-beat steps.
+    """
+    if tokenizer is None:
+        from ..tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 
-def piece_parts(midi: Any, instruments: Sequence[str | int] | str) -> dict[str, Any]:
-    """The figures of one generated piece (see the module docstring) for the requested ``instruments``."""
+        tokenizer = MidiEventTransformerTokenizer()
     notes = read_notes(midi)
-    starts = bar_starts(notes)
+    bars = bar_steps(tokenizer.encode_midi(midi))  # (b,) bar starts in steps
+
+    def bar_of(tick: int) -> int:
+        return int(np.searchsorted(bars, tick * STEPS_PER_BEAT // notes.ticks_per_beat, side="right")) - 1
+
+    n_bars = bar_of(max((note.start for note in notes.notes), default=0)) + 1
     parts = []
     for channel, program in instrument_channels(instruments).items():
         own = [note for note in notes.notes if note.channel == channel]
         sounding = set()
         for note in own:  # every bar the note sounds in (a held note counts in the bars it lasts into)
-            first = bisect.bisect_right(starts, note.start) - 1
-            last = bisect.bisect_left(starts, max(note.start + 1, note.end)) - 1
-            sounding.update(range(first, last + 1))
+            sounding.update(range(bar_of(note.start), bar_of(max(note.start + 1, note.end) - 1) + 1))
         low, high = INSTRUMENT_RANGES.get(program, (None, None))
         in_range = (sum(low <= note.pitch <= high for note in own) / len(own)) if own and low is not None else None
         parts.append({"instrument": instrument_name(program), "program": program, "channel": channel,
-                      "notes": len(own), "bars_share": len({b for b in sounding if b < len(starts)}) / len(starts),
+                      "notes": len(own), "bars_share": len({b for b in sounding if b < n_bars}) / n_bars,
                       "in_range_share": in_range if own or low is None else 0.0})
-    return {"bars": len(starts), "parts": parts}
+    return {"bars": n_bars, "parts": parts}
 
 
 def evaluate_instrument_controls(model: Any = None, tokenizer: Any = None, *,
@@ -93,7 +90,7 @@ def evaluate_instrument_controls(model: Any = None, tokenizer: Any = None, *,
         if save_dir is not None:
             os.makedirs(save_dir, exist_ok=True)
             midi.save(os.path.join(save_dir, f"{seed}.mid"))
-        pieces.append({"seed": seed, **piece_parts(midi, instruments)})
+        pieces.append({"seed": seed, **piece_parts(midi, instruments, tokenizer)})
     parts = [part for piece in pieces for part in piece["parts"]]
     ranges = [part["in_range_share"] for part in parts if part["in_range_share"] is not None]
     worst = {"bars": min(piece["bars"] for piece in pieces), "bars_share": min(p["bars_share"] for p in parts),
@@ -102,4 +99,4 @@ def evaluate_instrument_controls(model: Any = None, tokenizer: Any = None, *,
             "events": events, "pieces": pieces, "worst": worst}
 
 
-__all__ = ["INSTRUMENT_RANGES", "bar_starts", "evaluate_instrument_controls", "piece_parts"]
+__all__ = ["INSTRUMENT_RANGES", "evaluate_instrument_controls", "piece_parts"]

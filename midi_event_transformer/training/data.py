@@ -263,7 +263,8 @@ def patches_first(rows: np.ndarray) -> np.ndarray:
     Every moved row has a zero time delta (it is at time 0, like the rows around it), so every event keeps its
     time; the rows after the first one at a later time stay where they are.
     """
-    at_zero = int(np.argmax(event_steps(rows) > 0)) if np.any(event_steps(rows) > 0) else len(rows)
+    later = event_steps(rows) > 0
+    at_zero = int(np.argmax(later)) if later.any() else len(rows)
     head = rows[:at_zero]
     is_note = head[:, 0] == EVENT_TYPE_IDS["note"]
     return np.concatenate([head[~is_note], head[is_note], rows[at_zero:]])

@@ -107,6 +107,13 @@ def instrument_channels(instruments: Sequence[str | int] | str | None = None,
     return channels
 
 
+def instrument_tracks(instruments: Sequence[str | int] | str | None = None,
+                      drum_kit: str | int | None = None) -> dict[int, int]:
+    """Track -> channel of each requested part in :func:`build_prompt`'s prompt: instrument ``i`` (and then the drum
+    kit) on track ``i + 1``, channels as :func:`instrument_channels` gives them."""
+    return {track: channel for track, channel in enumerate(instrument_channels(instruments, drum_kit), start=1)}
+
+
 def build_prompt(instruments: Sequence[str | int] | str | None = None, drum_kit: str | int | None = None,
                  bpm: int | float | None = None, time_signature: str | tuple[int, int] | None = None,
                  key_signature: str | tuple[int, int] | None = None) -> np.ndarray:
@@ -126,6 +133,7 @@ def build_prompt(instruments: Sequence[str | int] | str | None = None, drum_kit:
     """
     rows = [_special_row(BOS_ID)]
     at_start = {"time1": 0, "time2": 0}
+    channels = instrument_channels(instruments, drum_kit)
     if time_signature is not None:
         numerator, denominator = parse_time_signature(time_signature)
         rows.append(event_row("time_signature", **at_start, track=0, nn=numerator - 1,
@@ -135,8 +143,8 @@ def build_prompt(instruments: Sequence[str | int] | str | None = None, drum_kit:
         rows.append(event_row("key_signature", **at_start, track=0, sf=sf + 7, mi=mi))
     if bpm is not None:
         rows.append(event_row("set_tempo", **at_start, track=0, bpm=validate_bpm(bpm)))
-    for track, (channel, program) in enumerate(instrument_channels(instruments, drum_kit).items(), start=1):
-        rows.append(event_row("patch_change", **at_start, track=track, channel=channel, patch=program))
+    for track, channel in instrument_tracks(instruments, drum_kit).items():
+        rows.append(event_row("patch_change", **at_start, track=track, channel=channel, patch=channels[channel]))
     return np.stack(rows)
 
 
@@ -237,6 +245,7 @@ __all__ = [
     "build_prompt",
     "event_row",
     "instrument_channels",
+    "instrument_tracks",
     "left_pad_prompts",
     "prompt_from_midi",
     "prompt_logits_processors",

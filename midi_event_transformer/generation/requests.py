@@ -36,7 +36,8 @@ from .infilling import InfillPlan, assemble_infill, check_span, plan_infill, spa
 from .known_instruments import read_training_data, unseen_instruments_warning
 from .loading import DTYPE_NAMES, load_model_and_tokenizer
 from .musical_time import MusicalClock, TimeLimit, TimeLimitStoppingCriteria, cut_at_time_limit, end_midi_at
-from .prompts import MAX_BPM, build_prompt, prompt_from_midi, prompt_logits_processors
+from .part_balance import EveryPartPlaysLogitsProcessor, check_max_rest_bars
+from .prompts import MAX_BPM, build_prompt, instrument_tracks, prompt_from_midi, prompt_logits_processors
 from .sliding_window import DEFAULT_CONTEXT_EVENTS, default_context_events, generate_in_windows
 from .streamers import EventProgressStreamer, StreamerGroup
 from .track_editing import (
@@ -162,6 +163,11 @@ class PromptOptions:
     key: str | tuple[int, int] | None = field(default=None, metadata={
         "help": "the key signature of a new piece, e.g. \"D minor\", \"F# major\", Bb (from Python also (sf, mi))",
         "cli_group": "prompt"})
+    max_rest_bars: float | None = field(default=1.0, metadata={
+        "help": "with instruments / drum_kit: a requested part that has not sounded for this many bars plays the "
+                "model's next note, so that every instrument keeps its part (see part_balance); 0 or None: parts "
+                "may rest as long as the model likes",
+        "cli_metavar": "B", "cli_group": "prompt"})
     disable_control_change: bool = field(default=False, metadata={
         "help": "forbid control change events (pedal, volume, ...)",
         "cli_flag": "--no-control-change", "cli_group": "prompt"})
@@ -245,6 +251,9 @@ class PromptOptions:
         elif self.infill_tracks is not None:
             raise ValueError("infill_tracks needs infill_bars or infill_seconds: the span to rewrite")
         _check_bool("disable_control_change", self.disable_control_change)
+        if self.max_rest_bars == 0:  # the CLI's and the page's "off"
+            self.max_rest_bars = None
+        check_max_rest_bars(self.max_rest_bars)
         _check_number("seconds", self.seconds)
         _check_number("bars", self.bars)
         if self.seconds is not None or self.bars is not None:
@@ -522,6 +531,10 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
                                            temperature=float(sampling.temperature))
         processors.append(editor)
         criteria.append(KeptTracksStoppingCriteria(editor))
+    if options.prompt is None and options.max_rest_bars is not None and (options.instruments or options.drum_kit is not None):
+        parts = instrument_tracks(options.instruments, options.drum_kit)
+        processors.append(EveryPartPlaysLogitsProcessor(parts, [MusicalClock.after(p.rows) for p in samples],
+                                                        options.max_rest_bars))
     limit = options.time_limit
     if limit is not None:
         criteria.append(TimeLimitStoppingCriteria(limit, [MusicalClock.after(p.rows) for p in samples]))

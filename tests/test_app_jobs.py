@@ -341,7 +341,7 @@ def test_page_values_become_a_request():
     from midi_event_transformer.apps.web import _Widgets
 
     options = dict(model="", dtype="auto", instruments=["Violin"], drum_kit="none", bpm=0, time_signature="auto", key="D minor",
-                   prompt=None, prompt_events=128, add_track=None, regenerate_track=None, events=64.0, temperature=1,
+                   max_rest_bars=1, prompt=None, prompt_events=128, add_track=None, regenerate_track=None, events=64.0, temperature=1,
                    top_p=0.9, top_k=20, seed=7, num_samples=2, disable_control_change=True, context_events=None)
     page = dict(mode="new", prompt_action="continue it", length_unit="events", length=30, random_seed=False)
     widgets = _Widgets({name: object() for name in options}, {name: object() for name in page})
@@ -358,6 +358,7 @@ def test_page_values_become_a_request():
     assert (tuned.bpm, tuned.drum_kit, tuned.time_signature, tuned.context_events) == (96.0, "Jazz", "7/4", 64)
     assert isinstance(tuned.context_events, int) and request(context_events="").context_events is None
     assert request(context_events=0).context_events is None  # the page's empty box
+    assert (request(max_rest_bars=2.5).max_rest_bars, request(max_rest_bars=0).max_rest_bars) == (2.5, None)
     assert request(instruments=[]).instruments is None  # none chosen: the model decides
     seeds = {request(random_seed=True).seed for _ in range(3)}
     assert len(seeds) > 1 and all(0 <= seed < 2**31 for seed in seeds)

@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 #: Every flag the generate command had before its flags were read from the option fields (kept as they were).
 GENERATE_FLAGS = {
     "--model", "--prompt", "--prompt-events", "--instruments", "--drum-kit", "--bpm", "--time-signature", "--key",
-    "--no-control-change", "--add-track", "--regenerate-track", "--seconds", "--bars", "--context-events",
+    "--no-control-change", "--max-rest-bars", "--add-track", "--regenerate-track", "--seconds", "--bars", "--context-events",
     "--events", "--temperature", "--top-p", "--top-k", "--seed", "--num-samples", "--device", "--dtype",
     "--infill-bars", "--infill-seconds", "--infill-tracks", "--output-dir", "--piano-roll", "--audio", "--no-progress",
 }

@@ -274,7 +274,8 @@ class _Widgets:
         else:
             request.update(instruments=list(v["instruments"] or []) or None, drum_kit=auto(v["drum_kit"]),
                            time_signature=auto(v["time_signature"]), key=auto(v["key"]),
-                           bpm=float(v["bpm"]) if v["bpm"] else None)  # bpm 0: the model chooses
+                           bpm=float(v["bpm"]) if v["bpm"] else None,  # bpm 0: the model chooses
+                           max_rest_bars=float(v["max_rest_bars"]) if v["max_rest_bars"] else None)  # 0: no limit
         return AppRequest(**request)
 
 
@@ -373,6 +374,10 @@ class MidiApp:
                                                  label="Time signature", info="or type one, e.g. 7/4",
                                                  elem_id="met-time-signature")
                     key = gr.Dropdown([AUTO, *key_choices()], value=AUTO, label="Key", elem_id="met-key")
+                max_rest_bars = gr.Number(value=_default("max_rest_bars") or 0, minimum=0, step=0.5,
+                                          label="Longest rest of a part (bars)",
+                                          info="an instrument silent this long plays the next note; 0: no limit",
+                                          elem_id="met-max-rest-bars")
             with gr.Tab("Continue a MIDI file", elem_id="met-tab-continue") as continue_tab:
                 prompt_file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
                                       elem_id="met-prompt-file")
@@ -433,7 +438,8 @@ class MidiApp:
                                    info="0 or empty: the model's training window; longer pieces go on from the "
                                         "last events", elem_id="met-context-events")
         options = dict(model=model, dtype=dtype, instruments=instruments, drum_kit=drum_kit, bpm=bpm,
-                       time_signature=time_signature, key=key, prompt=prompt_file, prompt_events=kept_events,
+                       time_signature=time_signature, key=key, max_rest_bars=max_rest_bars,
+                       prompt=prompt_file, prompt_events=kept_events,
                        add_track=new_track, regenerate_track=old_track, infill_bars=rewrite_bars,
                        infill_tracks=rewrite_tracks, events=events, temperature=temperature,
                        top_p=top_p, top_k=top_k, seed=seed, num_samples=num_samples,

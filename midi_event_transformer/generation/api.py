@@ -52,6 +52,7 @@ def generate_midi(model: Any = None, tokenizer: Any = None, *, prompt: Any = Non
                   key: str | tuple[int, int] | None = None, events: int | None = None,
                   temperature: float = 1.0, top_p: float = 0.94, top_k: int = 20,
                   seed: int | None = None, num_samples: int = 1, disable_control_change: bool = False,
+                  max_rest_bars: float | None = 1.0,
                   device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                   progress: bool = True, add_track: str | int | None = None, regenerate_track: int | None = None,
                   seconds: float | None = None, bars: float | None = None,

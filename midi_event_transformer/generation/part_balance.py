@@ -5,11 +5,11 @@ channel in the prompt (``prompts.build_prompt``). A model trained mostly on thre
 fourth part of a string quartet, or the voice of a song, silent for long stretches.
 :class:`EveryPartPlaysLogitsProcessor` keeps each part in the music: once a part has not sounded for
 ``max_rest_bars`` bars, the next note the model writes is that part's (its track, then its channel, at the time
-the model chose for the note). Pitch, velocity and duration stay the model's: nothing masks a range.
+the model chose for the note); of several such parts, the one that has rested longest (the model chooses between
+parts that rested equally long). Pitch, velocity and duration stay the model's: nothing masks a range.
 
 A part *sounds* from a note's start to its end on the part's channel (a held note counts); bars are those in force
-(``musical_time.MusicalClock``: the prompt's and the model's time signatures, 4/4 before any). Several parts due at
-once: the model chooses among them.
+(``musical_time.MusicalClock``: the prompt's and the model's time signatures, 4/4 before any).
 
 Example::
 
@@ -91,11 +91,15 @@ class EveryPartPlaysLogitsProcessor(LogitsProcessor, WindowedEventReader):
                 state.clock.advance(row)
 
     def due_tracks(self, sample: int, row: Sequence[int]) -> list[int]:
-        """Tracks of the parts due to play at the note ``row`` (its type, time1 and time2 written) of ``sample``."""
+        """Tracks of the parts that must take the note ``row`` (its type, time1 and time2 written) of ``sample``:
+        of the parts that have rested at least ``max_rest_bars`` by its start, those that have rested longest."""
         state = self.samples_state[sample]
         step = event_step(state.clock.step, row)
-        rest = self.max_rest_bars * state.clock.steps_per_bar
-        return [track for track, channel in self.parts.items() if step - state.sounding_until[channel] >= rest]
+        rests = {track: step - state.sounding_until[channel] for track, channel in self.parts.items()}
+        longest = max(rests.values())
+        if longest < self.max_rest_bars * state.clock.steps_per_bar:
+            return []
+        return [track for track, rest in rests.items() if rest == longest]
 
     def _apply(self, input_ids: torch.Tensor, scores: torch.Tensor, offset: int) -> torch.Tensor:
         self._sync(input_ids)

@@ -64,6 +64,8 @@ LIMITATIONS = [
     "Instruments it never saw are played like the ones it knows (generation warns in one line: the programs and "
     "drum kits it saw are in training_data.json).",
     "It was trained on windows of 512 events; longer pieces continue past what it has seen and may lose structure.",
+    "Its voice + piano pieces are denser than the Lieder it learned from (the piano writes 25-30 events a bar, "
+    "the Lieder about 16), so 512 events span fewer bars than a real song's.",
 ]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -230,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, result in controls.items():
         worst = result["worst"]
         training["figures"][f"controls: {name}"] = (
-            f"3 seeds x {args.sample_events} events: at least {worst['bars']} bars; every part in at least "
+            f"3 seeds x {args.sample_events} events, max_rest_bars 1 (the default: a part that has rested a bar "
+            f"plays the next note): at least {worst['bars']} bars; every part in at least "
             f"{worst['bars_share']:.0%} of the bars; at least {worst['in_range_share']:.0%} of each part's notes "
             "in its range")
     write_model_card(

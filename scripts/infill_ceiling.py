@@ -1,0 +1,99 @@
+"""How much can a model read from outside a span? Per-token NLL of held-out spans under five contexts.
+
+``evaluate_infill`` gives the first two figures; this script adds three controls that bound what the suffix can
+give, on the same spans and tokens (the span's event rows, prefix of the same size):
+
+- ``past_only``: the rows before the span (as ``evaluate_infill``);
+- ``both_sides``: the FIM layout, the suffix read first (as ``evaluate_infill``);
+- ``other_songs_suffix``: the FIM layout with the suffix of another song's span: what the suffix's content gives;
+- ``span_as_suffix``: the FIM layout with the span's own rows in place of its suffix: the answer is in the context,
+  so this bounds what a suffix could ever give this model (its in-context copying);
+- ``span_repeated_before``: the past with the span's rows written twice, the second time scored: the same copying
+  from the past.
+
+    python scripts/infill_ceiling.py --model midi_event_transformer/default_model --file-list held_out.txt
+
+Prints JSON: the figures, their gains over ``past_only``, the spans and tokens, the CPU and the versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from midi_event_transformer import MidiEventTransformerForCausalLM, MidiEventTransformerTokenizer
+from midi_event_transformer.evaluation.infill import _score_last_rows, _spans_of, _windows
+from midi_event_transformer.evaluation.nll import read_pieces
+from midi_event_transformer.midi_reading import find_midi_files
+from midi_event_transformer.vocabulary import FIM_SPAN_ID
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import cpu_model  # noqa: E402
+
+
+def _suffix_replaced(layout: np.ndarray, suffix: np.ndarray) -> np.ndarray:
+    """The FIM layout with the rows between its two SPAN rows replaced by ``suffix``."""
+    opening, closing = np.flatnonzero(layout[:, 0] == FIM_SPAN_ID)[:2]
+    return np.concatenate([layout[:opening + 1], suffix, layout[closing:]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a folder of MIDI files")
+    source.add_argument("--file-list", help="a text file with one MIDI path a line")
+    parser.add_argument("--span-bars", type=int, default=4)
+    parser.add_argument("--spans-per-file", type=int, default=3)
+    parser.add_argument("--max-files", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--window-events", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = find_midi_files(args.data) if args.data else Path(args.file_list).read_text().split()
+    files = files[:args.max_files]
+    model = MidiEventTransformerForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    tokenizer = MidiEventTransformerTokenizer()
+    spans = []
+    for index, _, rows in read_pieces(files, tokenizer, {}, min_rows=3):
+        spans += _spans_of(rows, args.span_bars, args.window_events, args.spans_per_file,
+                           np.random.default_rng([args.seed, index]))
+    if len(spans) < 2:
+        raise SystemExit("fewer than two spans: give more files")
+    names = ["past_only", "both_sides", "other_songs_suffix", "span_as_suffix", "span_repeated_before"]
+    sums, tokens = dict.fromkeys(names, 0.0), 0
+    for i, span in enumerate(spans):
+        past, both = _windows(span)
+        m = span.middle[1] - span.middle[0]
+        middle = span.rows[span.middle[0]:span.middle[1]]
+        other = _windows(spans[(i + len(spans) // 2) % len(spans)])[1]
+        opening, closing = np.flatnonzero(other[:, 0] == FIM_SPAN_ID)[:2]
+        windows = {"past_only": past, "both_sides": both,
+                   "other_songs_suffix": _suffix_replaced(both, other[opening + 1:closing]),
+                   "span_as_suffix": _suffix_replaced(both, middle),
+                   "span_repeated_before": np.concatenate([past[max(0, len(past) - args.window_events + m):], middle])}
+        scores = _score_last_rows(model, list(windows.values()), [m] * len(windows))
+        for name, (total, count) in zip(windows, scores, strict=True):
+            sums[name] += total
+        tokens += scores[0][1]
+    figures = {name: sums[name] / tokens for name in names}
+    print(json.dumps({"model": args.model, "spans": len(spans), "tokens": tokens, "span_bars": args.span_bars,
+                      "nll": figures, "gain_over_past_only": {name: figures["past_only"] - value
+                                                              for name, value in figures.items()},
+                      "cpu": cpu_model(), "threads": torch.get_num_threads(),
+                      "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                                   "python": platform.python_version()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -82,9 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                    "span_as_suffix": _suffix_replaced(both, middle),
                    "span_repeated_before": np.concatenate([past[max(0, len(past) - args.window_events + m):], middle])}
         scores = _score_last_rows(model, list(windows.values()), [m] * len(windows))
-        for name, (total, count) in zip(windows, scores, strict=True):
+        counts = {count for _, count in scores}
+        if len(counts) != 1:  # the same span rows in every window
+            raise RuntimeError(f"the windows scored different token counts: {sorted(counts)}")
+        for name, (total, _) in zip(windows, scores, strict=True):
             sums[name] += total
-        tokens += scores[0][1]
+        tokens += counts.pop()
     figures = {name: sums[name] / tokens for name in names}
     print(json.dumps({"model": args.model, "spans": len(spans), "tokens": tokens, "span_bars": args.span_bars,
                       "nll": figures, "gain_over_past_only": {name: figures["past_only"] - value

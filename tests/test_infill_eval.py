@@ -109,3 +109,25 @@ def test_evaluate_script_infill(pop909_files, tmp_path):
     assert report == json.loads((tmp_path / "infill.json").read_text())
     assert report["spans"] == 2 and report["files"] == 2 and report["fill_in_the_middle"] is True
     assert report["nll_both_sides"] > 0 and report["nll_past_only"] > 0 and report["tokens"] > 0
+
+
+def test_infill_ceiling_script(pop909_files, tmp_path):
+    model_dir = tmp_path / "model"
+    random_model(tiny_config()).resize_for_fim().save_pretrained(model_dir)
+    listing = tmp_path / "files.txt"
+    listing.write_text("".join(f"{path}\n" for path in pop909_files[:2]))
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "infill_ceiling.py"), "--model", str(model_dir),
+                          "--file-list", str(listing), "--spans-per-file", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600,
+                         env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["spans"] == 2 and report["tokens"] > 0
+    assert set(report["nll"]) == {"past_only", "both_sides", "other_songs_suffix", "span_as_suffix",
+                                  "span_repeated_before"}
+    # the same figures as evaluate_infill on the same spans
+    model = midi_event_transformer.MidiEventTransformerForCausalLM.from_pretrained(model_dir).eval()
+    result = evaluate_infill(model, None, pop909_files[:2], span_bars=4, seed=0)
+    assert report["nll"]["past_only"] == pytest.approx(result.nll_past_only, rel=1e-4)
+    assert report["nll"]["both_sides"] == pytest.approx(result.nll_both_sides, rel=1e-4)
+    assert report["tokens"] == result.tokens

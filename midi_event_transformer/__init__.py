@@ -44,6 +44,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "DisableControlChangeLogitsProcessor": "generation.controls",
     "RestrictChannelsLogitsProcessor": "generation.controls",
     "RestrictInstrumentsLogitsProcessor": "generation.controls",
+    "EveryPartPlaysLogitsProcessor": "generation.part_balance",
     "build_prompt": "generation.prompts",
     "prompt_from_midi": "generation.prompts",
     "prompt_logits_processors": "generation.prompts",

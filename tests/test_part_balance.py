@@ -14,6 +14,7 @@ from midi_event_transformer.generation.musical_time import MusicalClock
 from midi_event_transformer.generation.part_balance import EveryPartPlaysLogitsProcessor
 from midi_event_transformer.generation.prompts import build_prompt, event_row, instrument_tracks
 from midi_event_transformer.generation.requests import PromptOptions
+from midi_event_transformer.generation.sliding_window import generate_in_windows
 from midi_event_transformer.tokenization_midi_event_transformer import MidiEventTransformerTokenizer
 from midi_event_transformer.vocabulary import FIM_VOCAB_SIZE, VOCAB_SIZE
 
@@ -155,3 +156,16 @@ def test_generate_midi_gives_every_part_notes_unless_turned_off():
 
     assert parts() == [True] * 4
     assert parts(max_rest_bars=None) != parts()
+
+
+def test_every_part_plays_across_sliding_windows():
+    """The parts' rests and the clock carry over from one model.generate call of a sliding window to the next."""
+    model, prompt = tiny_model(), build_prompt(instruments=QUARTET)
+    processor = EveryPartPlaysLogitsProcessor(instrument_tracks(QUARTET), [MusicalClock.after(prompt)] * 2)
+    torch.manual_seed(0)
+    outputs = generate_in_windows(model, [prompt, prompt], max_events=120, context_events=32,
+                                  logits_processor=[FirstPartOnly(), processor], do_sample=True)
+    for rows in outputs:
+        assert len(rows) == len(prompt) + 120
+        parts = piece_parts(MidiEventTransformerTokenizer().decode_midi(rows), QUARTET)
+        assert parts["bars"] >= 25 and all(part["bars_share"] >= 0.5 for part in parts["parts"]), parts

@@ -19,6 +19,9 @@ allows).
 * [`RestrictChannelsLogitsProcessor`] -- notes, patch changes and control changes only on allowed channels;
 * [`RestrictInstrumentsLogitsProcessor`] -- patch changes only to allowed programs (the drum channel's kit
   separately).
+
+``part_balance.EveryPartPlaysLogitsProcessor`` is the one control that follows the music rather than masking a
+fixed set: a requested part that has rested too long takes the next note.
 """
 
 from __future__ import annotations

@@ -75,12 +75,12 @@ class EveryPartPlaysLogitsProcessor(LogitsProcessor, WindowedEventReader):
         WindowedEventReader.__init__(self)
         self.parts = {int(track): int(channel) for track, channel in parts.items()}
         self.max_rest_bars = float(max_rest_bars)
-        self.samples_state = [_Sample(start.copy(), dict.fromkeys(self.parts.values(), start.step))
+        self.states = [_Sample(start.copy(), dict.fromkeys(self.parts.values(), start.step))
                               for start in starts]
 
     def _sync(self, input_ids: torch.Tensor) -> None:
         for _, sample, events in self.new_events(input_ids):
-            state = self.samples_state[sample]
+            state = self.states[sample]
             for row in events:
                 if row[0] == _NOTE_ID:
                     channel = int(row[_CHANNEL_SLOT]) - PARAMETER_OFFSETS["channel"]
@@ -93,7 +93,7 @@ class EveryPartPlaysLogitsProcessor(LogitsProcessor, WindowedEventReader):
     def due_tracks(self, sample: int, row: Sequence[int]) -> list[int]:
         """Tracks of the parts that must take the note ``row`` (its type, time1 and time2 written) of ``sample``:
         of the parts that have rested at least ``max_rest_bars`` by its start, those that have rested longest."""
-        state = self.samples_state[sample]
+        state = self.states[sample]
         step = event_step(state.clock.step, row)
         rests = {track: step - state.sounding_until[channel] for track, channel in self.parts.items()}
         longest = max(rests.values())

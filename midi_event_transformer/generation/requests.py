@@ -212,6 +212,8 @@ class PromptOptions:
             except ValueError as error:
                 raise ValueError(f"infill_tracks must be track numbers like '2,3', got {self.infill_tracks!r}") \
                     from error
+        if self.max_rest_bars == 0 and not isinstance(self.max_rest_bars, bool):  # the CLI's and the page's "off"
+            self.max_rest_bars = None
         self.check()
 
     @property
@@ -251,8 +253,6 @@ class PromptOptions:
         elif self.infill_tracks is not None:
             raise ValueError("infill_tracks needs infill_bars or infill_seconds: the span to rewrite")
         _check_bool("disable_control_change", self.disable_control_change)
-        if self.max_rest_bars == 0:  # the CLI's and the page's "off"
-            self.max_rest_bars = None
         check_max_rest_bars(self.max_rest_bars)
         _check_number("seconds", self.seconds)
         _check_number("bars", self.bars)
@@ -407,12 +407,14 @@ def document_options(*classes: type) -> Callable[[_Function], _Function]:
 @dataclass
 class PreparedPrompt:
     """One prompt ready to sample: ``rows`` ``(n, 8)`` (BOS first), the logits ``processors`` of its controls, the
-    ``plan`` of a track edit or an infill (None otherwise) and the ``options`` it came from."""
+    ``plan`` of a track edit or an infill (None otherwise), the ``options`` it came from and the ``parts`` that must
+    keep playing (track -> channel of a new piece's instruments under ``max_rest_bars``; empty otherwise)."""
 
     rows: np.ndarray
     processors: list = field(default_factory=list)
     plan: TrackEditPlan | InfillPlan | None = None
     options: PromptOptions = field(default_factory=PromptOptions)
+    parts: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -466,7 +468,8 @@ def prepare_prompt(tokenizer: Any, options: PromptOptions) -> PreparedPrompt:
                         time_signature=options.time_signature, key_signature=options.key)
     processors = prompt_logits_processors(instruments=options.instruments, drum_kit=options.drum_kit,
                                           allow_control_change=allow_control_change)
-    return PreparedPrompt(rows, processors, None, options)
+    parts = {} if options.max_rest_bars is None else instrument_tracks(options.instruments, options.drum_kit)
+    return PreparedPrompt(rows, processors, None, options, parts)
 
 
 def build_generation_prompt(tokenizer: Any = None, **options: Any) -> tuple[np.ndarray, list]:
@@ -531,9 +534,8 @@ def generate_prepared(model: Any, prompts: Sequence[PreparedPrompt], sampling: S
                                            temperature=float(sampling.temperature))
         processors.append(editor)
         criteria.append(KeptTracksStoppingCriteria(editor))
-    if options.prompt is None and options.max_rest_bars is not None and (options.instruments or options.drum_kit is not None):
-        parts = instrument_tracks(options.instruments, options.drum_kit)
-        processors.append(EveryPartPlaysLogitsProcessor(parts, [MusicalClock.after(p.rows) for p in samples],
+    if prompts[0].parts:
+        processors.append(EveryPartPlaysLogitsProcessor(prompts[0].parts, [MusicalClock.after(p.rows) for p in samples],
                                                         options.max_rest_bars))
     limit = options.time_limit
     if limit is not None:

@@ -1,5 +1,6 @@
 """What the benchmark scripts share: random-weight models, the reference app's sampling, a clock per event, one
-subprocess per measurement, and the machine and versions a JSON report names.
+subprocess per measurement, the machine and versions a JSON report names, and the MIDI files a script reads
+(``--data`` / ``--file-list`` / ``--limit``).
 
 Not a benchmark itself. Scripts import it as ``from bench_common import ...``: ``python scripts/X.py`` puts scripts/
 on ``sys.path``; a script that tests load as a file puts it there itself
@@ -8,6 +9,7 @@ on ``sys.path``; a script that tests load as a file puts it there itself
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,8 +19,10 @@ import sys
 import time
 import warnings
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
+from midi_event_transformer.midi_reading import find_midi_files
 from midi_event_transformer.vocabulary import TOKENS_PER_EVENT
 
 #: Sampling of the reference's app (and of its generation benchmark): temperature 1, top_p 0.98, top_k 20.
@@ -26,6 +30,34 @@ SAMPLING = {"temperature": 1.0, "top_p": 0.98, "top_k": 20}
 #: Weight dtypes a model is measured in: fp32, bf16 (``model.to(torch.bfloat16)``) and int8 (dynamic quantization
 #: of every Linear layer).
 VARIANTS = ("fp32", "bf16", "int8")
+
+
+def add_file_arguments(parser: argparse.ArgumentParser, limit: int | None = None) -> None:
+    """Add ``--data``, ``--file-list`` and ``--limit`` (default ``limit``), read by :func:`midi_files`."""
+    parser.add_argument("--data", nargs="*", default=[], help="MIDI files or folders (searched recursively)")
+    parser.add_argument("--file-list", help="text file with one MIDI path per line (relative to the list's folder)")
+    parser.add_argument("--limit", type=int, default=limit, help="use only the first N files")
+
+
+def midi_files(data: list[str], file_list: str | None, limit: int | None) -> list[Path]:
+    """The MIDI files of ``data`` (files or folders) and of ``file_list`` (one path a line, ``#`` comments, relative
+    paths from the list's folder unless they exist as given), the first ``limit`` of them.
+
+    Raises:
+        ValueError: neither ``data`` nor ``file_list`` given.
+    """
+    names = list(data)
+    if file_list:
+        base = Path(file_list).parent
+        for line in Path(file_list).read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                path = Path(line)
+                names.append(str(path if path.is_absolute() or path.exists() else base / path))
+    if not names:
+        raise ValueError("give --data and/or --file-list")
+    files = find_midi_files(names)
+    return files[:limit] if limit else files
 
 
 def quantize_int8(model):

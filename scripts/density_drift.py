@@ -31,7 +31,6 @@ import transformers
 from midi_event_transformer import MidiEventTransformerForCausalLM, MidiEventTransformerTokenizer
 from midi_event_transformer.generation.api import generate_rows
 from midi_event_transformer.generation.fim import event_steps, is_event_row
-from midi_event_transformer.midi_reading import find_midi_files
 from midi_event_transformer.vocabulary import (
     PARAMETER_OFFSETS,
     PARAMETER_SIZES,
@@ -40,7 +39,7 @@ from midi_event_transformer.vocabulary import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import cpu_model  # noqa: E402
+from bench_common import add_file_arguments, cpu_model, midi_files  # noqa: E402
 
 
 def events_per_beat(rows: np.ndarray, previous_step: int = 0) -> float:
@@ -79,10 +78,7 @@ def teacher_forced_advance(model: MidiEventTransformerForCausalLM, rows: np.ndar
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a folder of MIDI files")
-    source.add_argument("--file-list", help="a text file with one MIDI path a line")
-    parser.add_argument("--max-files", type=int, default=8)
+    add_file_arguments(parser, limit=8)
     parser.add_argument("--window", type=int, default=512, help="rows scored teacher-forced")
     parser.add_argument("--prompt-events", type=int, default=96)
     parser.add_argument("--events", type=int, default=384, help="events generated after the prompt")
@@ -94,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.prompt_events < 1 or args.events < 1 or args.window < 2:
         parser.error("--prompt-events and --events must be >= 1, --window >= 2")
-    if args.file_list:
-        files = [line.strip() for line in Path(args.file_list).read_text().splitlines() if line.strip()]
-    else:
-        files = [str(path) for path in find_midi_files(args.data)]
-    files = files[:args.max_files]
+    files = midi_files(args.data, args.file_list, args.limit)
     tokenizer = MidiEventTransformerTokenizer()
     model = MidiEventTransformerForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
 

@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import add_file_arguments, midi_files  # noqa: E402
+
 
 def _write(report: dict, output: str | None) -> None:
     text = json.dumps(report, indent=2, sort_keys=False)
@@ -34,23 +37,6 @@ def _write(report: dict, output: str | None) -> None:
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text + "\n")
-
-
-def _files(data: list[str], file_list: str | None, limit: int | None) -> list[Path]:
-    from midi_event_transformer.midi_reading import find_midi_files
-
-    names = list(data)
-    if file_list:
-        base = Path(file_list).parent
-        for line in Path(file_list).read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                path = Path(line)
-                names.append(str(path if path.is_absolute() or path.exists() else base / path))
-    if not names:
-        raise ValueError("give --data and/or --file-list")
-    files = find_midi_files(names)
-    return files[:limit] if limit else files
 
 
 def run_nll(args: argparse.Namespace) -> dict:
@@ -68,7 +54,7 @@ def run_nll(args: argparse.Namespace) -> dict:
         tokenizer = MidiEventTransformerTokenizer.from_pretrained(args.model)
     except (OSError, ValueError):
         tokenizer = MidiEventTransformerTokenizer()
-    files = _files(args.data, args.file_list, args.limit)
+    files = midi_files(args.data, args.file_list, args.limit)
     start = time.perf_counter()
     result = evaluate_nll(model, files, tokenizer, window_events=args.window_events,
                           stride_events=args.stride_events, batch_size=args.batch_size, progress=not args.quiet)
@@ -97,7 +83,7 @@ def run_infill(args: argparse.Namespace) -> dict:
         tokenizer = MidiEventTransformerTokenizer.from_pretrained(args.model)
     except (OSError, ValueError):
         tokenizer = MidiEventTransformerTokenizer()
-    files = _files(args.data, args.file_list, args.limit)
+    files = midi_files(args.data, args.file_list, args.limit)
     both_sides = {"auto": None, "yes": True, "no": False}[args.both_sides]
     start = time.perf_counter()
     result = evaluate_infill(model, tokenizer, files, span_bars=args.span_bars, seed=args.seed,
@@ -124,9 +110,9 @@ def run_controls(args: argparse.Namespace) -> dict:
 def run_stats(args: argparse.Namespace) -> dict:
     from midi_event_transformer.evaluation.statistics import compare_statistics, draw_statistics_comparison
 
-    sets = {args.generated_name: _files(args.generated, None, args.limit)}
+    sets = {args.generated_name: midi_files(args.generated, None, args.limit)}
     if args.reference:
-        sets[args.reference_name] = _files(args.reference, None, args.limit)
+        sets[args.reference_name] = midi_files(args.reference, None, args.limit)
     report = compare_statistics(sets, grid=args.grid, include_drums=args.include_drums, progress=not args.quiet)
     if args.png:
         draw_statistics_comparison(report, args.png, title=args.title)
@@ -143,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nll = commands.add_parser("nll", help="held-out NLL of a model on MIDI files")
     nll.add_argument("--model", required=True, help="model folder, Hub id or SkyTNT checkpoint folder")
-    nll.add_argument("--data", nargs="*", default=[], help="MIDI files or folders (searched recursively)")
-    nll.add_argument("--file-list", help="text file with one MIDI path per line (relative to the list's folder)")
-    nll.add_argument("--limit", type=int, default=None, help="use only the first N files")
+    add_file_arguments(nll)
     nll.add_argument("--window-events", type=int, default=513)
     nll.add_argument("--stride-events", type=int, default=512)
     nll.add_argument("--batch-size", type=int, default=4)
@@ -157,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     infill = commands.add_parser("infill", help="NLL of held-out spans given the past only and given both sides")
     infill.add_argument("--model", required=True, help="model folder, Hub id or SkyTNT checkpoint folder")
     infill.add_argument("--adapter", default=None, help="a LoRA adapter folder to load onto --model (merged)")
-    infill.add_argument("--data", nargs="*", default=[], help="MIDI files or folders (searched recursively)")
-    infill.add_argument("--file-list", help="text file with one MIDI path per line (relative to the list's folder)")
-    infill.add_argument("--limit", type=int, default=None, help="use only the first N files")
+    add_file_arguments(infill)
     infill.add_argument("--span-bars", type=int, default=4, help="span length in bars (from the time signatures)")
     infill.add_argument("--spans-per-file", type=int, default=1)
     infill.add_argument("--seed", type=int, default=0, help="picks the spans")

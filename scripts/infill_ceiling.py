@@ -31,11 +31,10 @@ import transformers
 from midi_event_transformer import MidiEventTransformerForCausalLM, MidiEventTransformerTokenizer
 from midi_event_transformer.evaluation.infill import _score_last_rows, _spans_of, _windows
 from midi_event_transformer.evaluation.nll import read_pieces
-from midi_event_transformer.midi_reading import find_midi_files
 from midi_event_transformer.vocabulary import FIM_SPAN_ID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import cpu_model  # noqa: E402
+from bench_common import add_file_arguments, cpu_model, midi_files  # noqa: E402
 
 
 def _suffix_replaced(layout: np.ndarray, suffix: np.ndarray) -> np.ndarray:
@@ -47,20 +46,16 @@ def _suffix_replaced(layout: np.ndarray, suffix: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a folder of MIDI files")
-    source.add_argument("--file-list", help="a text file with one MIDI path a line")
+    add_file_arguments(parser)
     parser.add_argument("--span-bars", type=int, default=4)
     parser.add_argument("--spans-per-file", type=int, default=3)
-    parser.add_argument("--max-files", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--window-events", type=int, default=512)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    files = find_midi_files(args.data) if args.data else Path(args.file_list).read_text().split()
-    files = files[:args.max_files]
+    files = midi_files(args.data, args.file_list, args.limit)
     model = MidiEventTransformerForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     tokenizer = MidiEventTransformerTokenizer()
     spans = []

@@ -9,7 +9,11 @@ give, on the same spans and tokens (the span's event rows, prefix of the same si
 - ``span_as_suffix``: the FIM layout with the span's own rows in place of its suffix: the answer is in the context,
   so this bounds what a suffix could ever give this model (its in-context copying);
 - ``span_repeated_before``: the past with the span's rows written twice, the second time scored: the same copying
-  from the past.
+  from the past;
+- ``suffix_copy_oracle``: not a model's figure but a bound on what copying from the real suffix can give: the past-only
+  NLL with every token set to 0 in the span rows that the suffix repeats and the past does not
+  (:func:`suffix_only_repeats`), as if a perfect copier took them from the suffix. A both-sides gain above this one
+  has to come from more than repeated material (harmony, the span's end, ...).
 
     python scripts/infill_ceiling.py --model midi_event_transformer/default_model --file-list held_out.txt
 
@@ -29,7 +33,7 @@ import torch
 import transformers
 
 from midi_event_transformer import MidiEventTransformerForCausalLM, MidiEventTransformerTokenizer
-from midi_event_transformer.evaluation.infill import _score_last_rows, _spans_of, _windows
+from midi_event_transformer.evaluation.infill import _last_rows_nll, _spans_of, _windows
 from midi_event_transformer.evaluation.nll import read_pieces
 from midi_event_transformer.vocabulary import FIM_SPAN_ID
 
@@ -41,6 +45,25 @@ def _suffix_replaced(layout: np.ndarray, suffix: np.ndarray) -> np.ndarray:
     """The FIM layout with the rows between its two SPAN rows replaced by ``suffix``."""
     opening, closing = np.flatnonzero(layout[:, 0] == FIM_SPAN_ID)[:2]
     return np.concatenate([layout[:opening + 1], suffix, layout[closing:]])
+
+
+def suffix_only_repeats(rows: np.ndarray, first: int, middle: tuple[int, int], stop: int) -> np.ndarray:
+    """``(m,)`` bool: the span rows ``rows[middle[0]:middle[1]]`` that a copier could take from the suffix only.
+
+    A span row counts when it and the row before it appear as two consecutive rows of the suffix
+    (``rows[middle[1]:stop]``) and nowhere as two consecutive rows before it (from ``rows[first]``, the prefix and
+    the span so far): a pair, not a single row, so that the copier knows where in the suffix to read.
+    """
+    def pairs(block: np.ndarray) -> set[tuple[bytes, bytes]]:
+        return {(a.tobytes(), b.tobytes()) for a, b in zip(block[:-1], block[1:], strict=True)}
+
+    suffix, seen = pairs(rows[middle[1]:stop]), pairs(rows[first:middle[0]])
+    repeats = np.zeros(middle[1] - middle[0], dtype=bool)
+    for j, i in enumerate(range(*middle)):
+        pair = (rows[i - 1].tobytes(), rows[i].tobytes())
+        repeats[j] = pair in suffix and pair not in seen
+        seen.add(pair)
+    return repeats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(spans) < 2:
         raise SystemExit("fewer than two spans: give more files")
     names = ["past_only", "both_sides", "other_songs_suffix", "span_as_suffix", "span_repeated_before"]
-    sums, tokens = dict.fromkeys(names, 0.0), 0
+    sums, tokens, repeated_rows, rows_scored = dict.fromkeys(names + ["suffix_copy_oracle"], 0.0), 0, 0, 0
     for i, span in enumerate(spans):
         past, both = _windows(span)
         m = span.middle[1] - span.middle[0]
@@ -76,15 +99,19 @@ def main(argv: list[str] | None = None) -> int:
                    "other_songs_suffix": _suffix_replaced(both, other[opening + 1:closing]),
                    "span_as_suffix": _suffix_replaced(both, middle),
                    "span_repeated_before": np.concatenate([past[max(0, len(past) - args.window_events + m):], middle])}
-        scores = _score_last_rows(model, list(windows.values()), [m] * len(windows))
-        counts = {count for _, count in scores}
+        scores = dict(zip(windows, _last_rows_nll(model, list(windows.values()), [m] * len(windows)), strict=True))
+        counts = {int(np.count_nonzero(~np.isnan(nll))) for nll in scores.values()}
         if len(counts) != 1:  # the same span rows in every window
             raise RuntimeError(f"the windows scored different token counts: {sorted(counts)}")
-        for name, (total, _) in zip(windows, scores, strict=True):
-            sums[name] += total
+        for name, nll in scores.items():
+            sums[name] += float(np.nansum(nll))
+        repeats = suffix_only_repeats(span.rows, span.first, span.middle, span.stop)
+        sums["suffix_copy_oracle"] += float(np.nansum(scores["past_only"][~repeats]))
         tokens += counts.pop()
-    figures = {name: sums[name] / tokens for name in names}
+        repeated_rows, rows_scored = repeated_rows + int(repeats.sum()), rows_scored + m
+    figures = {name: sums[name] / tokens for name in sums}
     print(json.dumps({"model": args.model, "spans": len(spans), "tokens": tokens, "span_bars": args.span_bars,
+                      "span_rows": rows_scored, "suffix_only_repeated_rows": repeated_rows,
                       "nll": figures, "gain_over_past_only": {name: figures["past_only"] - value
                                                               for name, value in figures.items()},
                       "cpu": cpu_model(), "threads": torch.get_num_threads(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -124,10 +125,30 @@ def test_infill_ceiling_script(pop909_files, tmp_path):
     report = json.loads(out.stdout)
     assert report["spans"] == 2 and report["tokens"] > 0
     assert set(report["nll"]) == {"past_only", "both_sides", "other_songs_suffix", "span_as_suffix",
-                                  "span_repeated_before"}
+                                  "span_repeated_before", "suffix_copy_oracle"}
+    assert 0 <= report["suffix_only_repeated_rows"] <= report["span_rows"]
+    assert report["nll"]["suffix_copy_oracle"] <= report["nll"]["past_only"]
     # the same figures as evaluate_infill on the same spans
     model = midi_event_transformer.MidiEventTransformerForCausalLM.from_pretrained(model_dir).eval()
     result = evaluate_infill(model, None, pop909_files[:2], span_bars=4, seed=0)
     assert report["nll"]["past_only"] == pytest.approx(result.nll_past_only, rel=1e-4)
     assert report["nll"]["both_sides"] == pytest.approx(result.nll_both_sides, rel=1e-4)
     assert report["tokens"] == result.tokens
+
+
+def test_suffix_only_repeats():
+    spec = importlib.util.spec_from_file_location("infill_ceiling", REPO_ROOT / "scripts" / "infill_ceiling.py")
+    ceiling = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    spec.loader.exec_module(ceiling)
+    a, b, c, d = (np.full(8, value) for value in (10, 11, 12, 13))
+    bos = np.array([1] + [0] * 7)
+    # prefix [BOS, a], span [b, c], suffix [a, b, c]: both span rows follow their row before in the suffix only
+    rows = np.stack([bos, a, b, c, a, b, c])
+    assert ceiling.suffix_only_repeats(rows, 0, (2, 4), 7).tolist() == [True, True]
+    # prefix [BOS, a, b], span [a, b, d], suffix [a, b, d]: (b, a) is not in the suffix, (a, b) is in the prefix,
+    # (b, d) is new in the suffix
+    rows = np.stack([bos, a, b, a, b, d, a, b, d])
+    assert ceiling.suffix_only_repeats(rows, 0, (3, 6), 9).tolist() == [False, False, True]
+    # the same with the context starting at row 2 (prefix [b]): (a, b) no longer appears before the span
+    assert ceiling.suffix_only_repeats(rows, 2, (3, 6), 9).tolist() == [False, True, True]

@@ -128,9 +128,9 @@ def _windows(span: _Span) -> tuple[np.ndarray, np.ndarray]:
     return past, both
 
 
-def _score_last_rows(model: Any, windows: Sequence[np.ndarray], last: Sequence[int]) -> list[tuple[float, int]]:
-    """For each window (one batch, right-padded), the sum of ``-log p`` and the count of the non-pad tokens of its
-    last ``last[i]`` rows."""
+def _last_rows_nll(model: Any, windows: Sequence[np.ndarray], last: Sequence[int]) -> list[np.ndarray]:
+    """For each window (one batch, right-padded), ``(last[i], 8)`` float64 ``-log p`` of the tokens of its last
+    ``last[i]`` rows, NaN at their pad tokens."""
     import torch
     import torch.nn.functional as F
 
@@ -148,9 +148,15 @@ def _score_last_rows(model: Any, windows: Sequence[np.ndarray], last: Sequence[i
             begin, end = (len(window) - last[i]) * k, len(window) * k  # flat span of the scored rows
             targets = flat[i, begin:end]  # (m*8,)
             nll = F.cross_entropy(logits[i, begin - 1:end - 1].float(), targets, reduction="none")  # p predicts p+1
-            scored = targets != PAD_ID
-            scores.append((float(nll[scored].double().sum()), int(scored.sum())))
+            nll = nll.double().masked_fill(targets == PAD_ID, float("nan"))
+            scores.append(nll.view(last[i], k).cpu().numpy())
     return scores
+
+
+def _score_last_rows(model: Any, windows: Sequence[np.ndarray], last: Sequence[int]) -> list[tuple[float, int]]:
+    """For each window, the sum of ``-log p`` and the count of the non-pad tokens of its last ``last[i]`` rows."""
+    return [(float(np.nansum(nll)), int(np.count_nonzero(~np.isnan(nll))))
+            for nll in _last_rows_nll(model, windows, last)]
 
 
 def evaluate_infill(

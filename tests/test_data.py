@@ -223,32 +223,8 @@ def test_patches_first_moves_time_zero_patch_changes_ahead_of_notes(bach_files):
     dataset = datasets.Dataset.from_dict({"name": ["a"], "input_ids": [rows.reshape(-1).astype(np.int16)],
                                           "num_events": [len(rows)]})
     always = MidiWindowDataset(dataset, max_events=len(rows) + 1, patches_first_rate=1.0)
-    ahead = patches_first(rows, before_signatures=True)
-    layouts = set()
-    for epoch in range(8):
-        always.set_epoch(epoch)
-        window = always[0].numpy()
-        layouts.add(next(name for name, layout in (("signatures", moved), ("patches", ahead))
-                         if np.array_equal(window, layout)))
-    assert layouts == {"signatures", "patches"}  # both layouts of the instrument prompts
+    assert np.array_equal(always[0].numpy(), moved)
     assert np.array_equal(MidiWindowDataset(dataset, max_events=len(rows) + 1)[0].numpy(), rows)
-
-
-def test_patches_first_before_signatures(pop909_files):
-    from midi_event_transformer.generation.fim import event_steps
-    from midi_event_transformer.vocabulary import BOS_ID, EVENT_TYPE_IDS
-
-    rows = MidiEventTransformerTokenizer().encode_midi(pop909_files[0])
-    moved = patches_first(rows, before_signatures=True)
-    head = int(np.argmax(event_steps(rows) > 0))
-    patch = EVENT_TYPE_IDS["patch_change"]
-    patches = int((rows[:head, 0] == patch).sum())
-    assert patches >= 1 and (rows[1:head, 0] != patch).any()  # signatures or tempo at time 0 too
-    assert moved[0, 0] == BOS_ID and (moved[1:1 + patches, 0] == patch).all()  # BOS, then every patch change
-    assert np.array_equal(moved[1:1 + patches], rows[:head][rows[:head, 0] == patch])  # in their own order
-    signatures_first = patches_first(rows)[:head]
-    assert np.array_equal(moved[1 + patches:head], signatures_first[signatures_first[:, 0] != patch][1:])
-    assert np.array_equal(moved[head:], rows[head:]) and np.array_equal(event_steps(moved), event_steps(rows))
 
 
 def test_windows_augment_real_song(pop909_files):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidMidiError
-from ..generation.fim import bar_steps, draw_span, event_steps, fim_rows, is_event_row
+from ..generation.fim import bar_steps, draw_span, event_steps, fim_rows
 from ..midi_reading import find_midi_files
 from ..vocabulary import EVENT_TYPE_IDS, PAD_ID, TOKENS_PER_EVENT
 
@@ -172,9 +172,7 @@ class MidiWindowDataset(torch.utils.data.Dataset):
     Instrument prompts: with ``patches_first_rate > 0``, that share of the windows that start at a song's first
     event have the song's time-0 events reordered so that its signatures, tempo and patch changes come before its
     first notes, the layout of ``generation.prompts.build_prompt``'s instrument prompts (scores rendered to MIDI
-    often put each part's patch change just before that part's first note). Half of them put the patch changes
-    first of all, as a prompt that names no tempo or signature does (:func:`patches_first`); without them, a
-    prompt of patch changes alone starts like no song of the data. Every event keeps its time.
+    often put each part's patch change just before that part's first note). Every event keeps its time.
     """
 
     def __init__(self, dataset: datasets.Dataset, max_events: int = 512, *, tokenizer: Any = None,
@@ -238,9 +236,8 @@ class MidiWindowDataset(torch.utils.data.Dataset):
         if self.augment:
             rows = self.tokenizer.augment(rows, generator=rng)
         if self.patches_first_rate and start == 0:
-            layout_rng = np.random.default_rng([self.seed, self.epoch, index, 2])
-            if layout_rng.random() < self.patches_first_rate:
-                rows = patches_first(rows, before_signatures=bool(layout_rng.random() < 0.5))
+            if np.random.default_rng([self.seed, self.epoch, index, 2]).random() < self.patches_first_rate:
+                rows = patches_first(rows)
         if self.fim_rate:
             fim_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             if fim_rng.random() < self.fim_rate:
@@ -259,25 +256,18 @@ class MidiWindowDataset(torch.utils.data.Dataset):
         return fim_rows(rows, *span, training=True, previous_step=previous, max_rows=self.max_events)
 
 
-def patches_first(rows: np.ndarray, *, before_signatures: bool = False) -> np.ndarray:
+def patches_first(rows: np.ndarray) -> np.ndarray:
     """``rows`` (a piece from its start, ``(n, 8)``) with the events at time 0 reordered: everything that is not a
     note (signatures, tempo, patch and control changes) first, then the notes, each group in its own order.
-
-    With ``before_signatures=True`` the patch changes come first of all (after BOS), then the other events that are
-    not notes: the layout of an instrument prompt that names no tempo or signature (``build_prompt`` puts the
-    signatures and tempo it is given before the patch changes).
 
     Every moved row has a zero time delta (it is at time 0, like the rows around it), so every event keeps its
     time; the rows after the first one at a later time stay where they are.
     """
     later = event_steps(rows) > 0
     at_zero = int(np.argmax(later)) if later.any() else len(rows)
-    kinds = rows[:at_zero, 0]
-    rank = np.where(kinds == EVENT_TYPE_IDS["note"], 2, 1)
-    if before_signatures:
-        rank[kinds == EVENT_TYPE_IDS["patch_change"]] = 0
-    rank[~is_event_row(rows[:at_zero])] = -1  # BOS stays first
-    return np.concatenate([rows[:at_zero][np.argsort(rank, kind="stable")], rows[at_zero:]])
+    head = rows[:at_zero]
+    is_note = head[:, 0] == EVENT_TYPE_IDS["note"]
+    return np.concatenate([head[~is_note], head[is_note], rows[at_zero:]])
 
 
 @dataclass

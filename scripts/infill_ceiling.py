@@ -10,10 +10,10 @@ give, on the same spans and tokens (the span's event rows, prefix of the same si
   so this bounds what a suffix could ever give this model (its in-context copying);
 - ``span_repeated_before``: the past with the span's rows written twice, the second time scored: the same copying
   from the past;
-- ``suffix_copy_oracle``: not a model's figure but a bound on what copying from the real suffix can give: the past-only
-  NLL with every token set to 0 in the span rows that the suffix repeats and the past does not
-  (:func:`suffix_only_repeats`), as if a perfect copier took them from the suffix. A both-sides gain above this one
-  has to come from more than repeated material (harmony, the span's end, ...).
+- ``suffix_copy_oracle``: not a model's figure but what a perfect copier of the real suffix would score: the
+  past-only NLL with every token set to 0 in the span rows that the suffix repeats and the past does not
+  (:func:`suffix_only_repeats`). A both-sides gain above this one has to come from more than the suffix's repeated
+  material (its harmony, the notes right after the span, ...).
 
     python scripts/infill_ceiling.py --model midi_event_transformer/default_model --file-list held_out.txt
 

@@ -144,14 +144,19 @@ def notes_by_track(midi) -> dict[int, list[tuple]]:
     return {track: sorted(values) for track, values in tracks.items()}
 
 
-def load_train_script():
-    """``scripts/train.py`` imported as a module (its ``main(argv)`` runs a training in this process)."""
+def load_script(name: str):
+    """``scripts/<name>.py`` imported as a module (``train``: its ``main(argv)`` runs a training in this process).
+
+    ``scripts/`` goes on ``sys.path`` first, as ``python scripts/<name>.py`` puts it there, for ``bench_common``.
+    """
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
-    spec = importlib.util.spec_from_file_location("train_script", path)
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    if str(scripts) not in sys.path:
+        sys.path.insert(0, str(scripts))
+    spec = importlib.util.spec_from_file_location(f"{name}_script", scripts / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
     spec.loader.exec_module(module)
     return module

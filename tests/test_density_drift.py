@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from generation_helpers import random_model, tiny_config
+from generation_helpers import load_script, random_model, tiny_config
 
 from midi_event_transformer.generation.prompts import event_row
 from midi_event_transformer.vocabulary import BOS_ID, EOS_ID, PAD_ID
@@ -19,10 +18,7 @@ from midi_event_transformer.vocabulary import BOS_ID, EOS_ID, PAD_ID
 REPO_ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
-_spec = importlib.util.spec_from_file_location("density_drift", REPO_ROOT / "scripts" / "density_drift.py")
-density_drift = importlib.util.module_from_spec(_spec)
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-_spec.loader.exec_module(density_drift)
+density_drift = load_script("density_drift")
 
 
 def quarter_beat_notes(n: int) -> np.ndarray:

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from generation_helpers import load_script
 from safetensors.torch import load_file
 
 from midi_event_transformer.generation.fim import draw_span, fim_rows
@@ -104,10 +103,7 @@ def test_lora_trains_the_sentinel_rows_only(converted, example, tmp_path):
 
 
 def test_train_script_lora_fim(converted, pop909_files, tmp_path):
-    spec = importlib.util.spec_from_file_location("train_script", REPO_ROOT / "scripts" / "train.py")
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script
-    spec.loader.exec_module(script)
+    script = load_script("train")
     out = tmp_path / "run"
     script.main(["--data", *[str(p) for p in pop909_files[:4]], "--init_from", str(converted),
                  "--output_dir", str(out), "--max_events", "40", "--batch_size", "2", "--max_steps", "2",

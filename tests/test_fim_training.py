@@ -9,7 +9,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from generation_helpers import load_train_script, random_model, tiny_config
+from generation_helpers import load_script, random_model, tiny_config
 
 from midi_event_transformer.configuration_midi_event_transformer import MidiEventTransformerConfig
 from midi_event_transformer.generation.fim import event_steps, is_event_row, join_fim_rows, split_fim_rows
@@ -167,7 +167,7 @@ def test_train_script_fim_rate(pop909_files, tmp_path):
     base = tmp_path / "base"
     random_model(tiny_config()).save_pretrained(base)
     out = tmp_path / "run"
-    load_train_script().main([
+    load_script("train").main([
         "--data", *[str(p) for p in pop909_files[:4]], "--init_from", str(base), "--output_dir", str(out),
         "--max_events", "48", "--batch_size", "2", "--max_steps", "3", "--warmup_steps", "1", "--log_every", "1",
         "--eval_every", "0", "--save_every", "0", "--validation_fraction", "0", "--final_eval", "false",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from generation_helpers import random_model, tiny_config
+from generation_helpers import load_script, random_model, tiny_config
 
 import midi_event_transformer
 from midi_event_transformer.evaluation.infill import _spans_of, _windows, evaluate_infill
@@ -137,10 +136,7 @@ def test_infill_ceiling_script(pop909_files, tmp_path):
 
 
 def test_suffix_only_repeats():
-    spec = importlib.util.spec_from_file_location("infill_ceiling", REPO_ROOT / "scripts" / "infill_ceiling.py")
-    ceiling = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    spec.loader.exec_module(ceiling)
+    ceiling = load_script("infill_ceiling")
     a, b, c, d = (np.full(8, value) for value in (10, 11, 12, 13))
     bos = np.array([1] + [0] * 7)
     # prefix [BOS, a], span [b, c], suffix [a, b, c]: both span rows follow their row before in the suffix only

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from generation_helpers import load_train_script
+from generation_helpers import load_script
 from generation_helpers import tiny_config as shared_tiny_config
 from peft import PeftModel
 from safetensors.torch import load_file
@@ -141,7 +141,7 @@ def test_train_script_lora_trains_and_saves_only_the_adapter(pop909_files, tmp_p
     base_model().save_pretrained(base_dir)
     MidiEventTransformerTokenizer().save_pretrained(base_dir)
     out = tmp_path / "run"
-    load_train_script().main([
+    load_script("train").main([
         "--data", *[str(p) for p in pop909_files[:4]], "--init_from", str(base_dir), "--output_dir", str(out),
         "--max_events", "16", "--batch_size", "2", "--max_steps", "4", "--learning_rate", "1e-2",
         "--warmup_steps", "1", "--log_every", "2", "--eval_every", "0", "--save_every", "0",

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from generation_helpers import load_script
 
 from midi_event_transformer import MidiEventTransformerForCausalLM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script", REPO_ROOT / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_metrics(output_dir: Path) -> list[dict]:
@@ -40,7 +32,7 @@ def common_args(files: list[str], output_dir: Path, max_steps: int) -> list[str]
 
 def test_small_model_loss_falls(song_files, tmp_path):
     out = tmp_path / "run"
-    load_train_script().main(common_args(song_files, out, 100) + [
+    load_script("train").main(common_args(song_files, out, 100) + [
         "--learning_rate", "1e-3", "--warmup_steps", "10", "--log_every", "10", "--eval_every", "0",
         "--save_every", "0", "--final_eval", "false"])
     losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
@@ -54,7 +46,7 @@ def test_small_model_loss_falls(song_files, tmp_path):
 
 
 def test_token_level_attention_choice():
-    train = load_train_script()
+    train = load_script("train")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     default = train.ModelArguments()
     assert train.attention_implementations(default, "bf16", cpu) == {"": "sdpa", "token_config": "eager"}
@@ -73,7 +65,7 @@ def test_fused_and_materialised_training_losses_agree():
 
     from midi_event_transformer.training.data import DataCollatorForMidiEvents
 
-    train = load_train_script()
+    train = load_script("train")
     model = random_model().train()
     generator = torch.Generator().manual_seed(4)
     windows = [torch.randint(3, 3406, (events, 8), generator=generator).numpy() for events in (6, 4)]
@@ -92,7 +84,7 @@ def test_fused_and_materialised_training_losses_agree():
 
 
 def test_resume_reproduces_uninterrupted_run(song_files, tmp_path):
-    train = load_train_script()
+    train = load_script("train")
     args = ["--learning_rate", "5e-4", "--warmup_steps", "2", "--log_every", "1", "--eval_every", "0",
             "--save_every", "3", "--final_eval", "false"]
     full, split = tmp_path / "full", tmp_path / "split"
@@ -136,7 +128,7 @@ train.main(sys.argv[2:])
 def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(song_files, tmp_path, caplog):
     import subprocess
 
-    train = load_train_script()
+    train = load_script("train")
     args = ["--learning_rate", "5e-4", "--warmup_steps", "2", "--log_every", "1", "--eval_every", "0",
             "--save_every", "3", "--final_eval", "false"]
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -168,7 +160,7 @@ def test_mixture_of_corpora_weights_windows_and_validates_each(pop909_files, bac
         for path in files:
             shutil.copy(path, tmp_path / corpus / Path(path).name)
     out = tmp_path / "run"
-    train = load_train_script()
+    train = load_script("train")
     train.main(["--data", str(tmp_path / "pop"), str(tmp_path / "chorales"), "--mixture_weights", "2", "0.5",
                 "--output_dir", str(out), "--model", "small", "--max_events", "64", "--batch_size", "2",
                 "--max_steps", "2", "--validation_fraction", "0.3", "--eval_every", "2", "--save_every", "0",

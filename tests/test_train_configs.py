@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from generation_helpers import load_script
 from transformers import HfArgumentParser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO_ROOT / "scripts" / "configs").glob("*.json"))
 
 
-def _load_script(name: str):
-    """scripts/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def parser() -> HfArgumentParser:
-    return _load_script("train").argument_parser()
+    return load_script("train").argument_parser()
 
 
 def test_configs_are_shipped():
@@ -75,7 +66,7 @@ def test_card_command_is_checked_against_the_run(parser, tmp_path):
     """build_default_model --config: the file must give the run's training arguments (run-control ones aside)."""
     from dataclasses import asdict
 
-    build = _load_script("build_default_model")
+    build = load_script("build_default_model")
     config = REPO_ROOT / "scripts" / "configs" / "small_pop909.json"
     model, data, train, lora = parser.parse_json_file(config)
     recorded = {"model": asdict(model), "data": asdict(data), "train": asdict(train), "lora": asdict(lora)}

@@ -132,6 +132,24 @@ def test_a_store_of_a_loaded_model_quantizes_a_copy():
     assert store.get(None, "float32")[0] is model
 
 
+def test_the_last_update_shows_the_whole_piece_when_the_files_take_time(models, monkeypatch):
+    """The worker still writes the files after the last event: a frame taken then already holds every event, and
+    the last update must show the whole piece all the same."""
+    import midi_event_transformer.apps.web_jobs as web_jobs
+
+    def slow_to_finish(*args, **kwargs):
+        midis = generate_midi(*args, **kwargs)
+        time.sleep(0.5)  # ten polls with every event generated and the job not done
+        return midis
+
+    monkeypatch.setattr(web_jobs, "generate_midi", slow_to_finish)
+    job = GenerationJob(AppRequest(instruments=["Violin"], events=12, seed=0), models, frame_seconds=0.0)
+    updates = list(job.start().updates(poll_seconds=0.05))
+    whole = [update for update in updates[:-1] if update.frame is not None and update.frame.generated_events == [12]]
+    assert whole  # a frame with every event came before the end
+    assert updates[-1].frame is not None and updates[-1].frame.generated_events == [12]
+
+
 def test_job_streams_frames_and_gives_the_files_of_generate_midi(models, model_dir):
     request = AppRequest(instruments=["Violin", "Cello"], time_signature="3/4", events=24, seed=5, num_samples=2)
     job = GenerationJob(request, models, frame_seconds=0.0)

@@ -468,7 +468,9 @@ class GenerationJob:
             done = self._done.is_set()
             frame = None
             began = time.monotonic()
-            if preview.events_done > shown and (done or began >= next_frame):
+            # the last update always shows the whole piece, even when the frame before already had every event
+            # (the worker was still writing the files then)
+            if (done and preview.events_done) or (preview.events_done > shown and began >= next_frame):
                 shown, frame = preview.events_done, preview.frame()
             yield self._update(frame)
             if done:
